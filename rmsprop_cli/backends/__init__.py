@@ -1,0 +1,36 @@
+"""Compute backends, chosen by --device. Each exposes the same small interface
+(`Backend` below) so the training loop never knows which one it drives."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..errors import ConfigError
+
+DEVICES = ("cpu",)
+
+
+class Backend(Protocol):
+    name: str
+
+    def train_chunk(self, order: np.ndarray, start: int, n_batches: int) -> tuple[float, int, int, int]:
+        """Train on n_batches batches from order[start:]; (loss sum, correct, seen, bad batch or -1)."""
+
+    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
+        """(loss sum, correct, confusion matrix) over a whole dataset."""
+
+    def params(self) -> np.ndarray:
+        """The flat float32 parameter vector, on the host."""
+
+    def optimizer_state(self) -> dict[str, np.ndarray]:
+        """Optimizer buffers by name, flat float32 on the host."""
+
+
+def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, X=None, y=None) -> Backend:
+    if device == "cpu":
+        from .cpu import CpuBackend
+
+        return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, X, y)
+    raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")

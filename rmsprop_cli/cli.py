@@ -1,0 +1,163 @@
+"""The command line: parse options, call the library, render the result.
+
+Heavy modules (numpy, numba, rich tables) are imported inside the commands so
+that `rmsprop --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from . import __version__
+
+app = typer.Typer(
+    name="rmsprop",
+    help="Train and evaluate MNIST multilayer perceptrons with RMSProp on Numba-compiled kernels.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DataDir = Annotated[Optional[Path], typer.Option(
+    "--data-dir", envvar="RMSPROP_DATA_DIR", show_default=False,
+    help="Where MNIST is cached [default: your user cache folder, e.g. ~/.cache/rmsprop-cli].")]
+Mirror = Annotated[Optional[list[str]], typer.Option(
+    "--mirror", envvar="RMSPROP_MIRROR", show_default=False,
+    help="URL prefix or local folder holding the four MNIST files; repeat to give several "
+         "(in RMSPROP_MIRROR separate them with spaces) [default: the public mirrors].")]
+Limit = Annotated[Optional[int], typer.Option(
+    help="Use only the first N training and N test images (quick runs).", show_default=False)]
+Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
+Device = Annotated[str, typer.Option(help="Compute backend: cpu.")]
+
+
+def _version(value: bool):
+    if value:
+        typer.echo(f"rmsprop-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Show the version and exit.")] = False,
+):
+    """Train and evaluate MNIST multilayer perceptrons with RMSProp on Numba-compiled kernels."""
+
+
+@contextmanager
+def _user_errors():
+    """The project's errors become one line on stderr and their exit code; Ctrl-C exits 130."""
+    from .errors import RmspropError
+
+    try:
+        yield
+    except RmspropError as e:
+        from .console import error
+
+        error(str(e))
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        from .console import error
+
+        error("interrupted")
+        raise typer.Exit(130) from None
+
+
+def _reporter(quiet: bool):
+    if quiet:
+        return None
+    from .console import DownloadReporter
+
+    return DownloadReporter()
+
+
+@app.command()
+def download(data_dir: DataDir = None, mirror: Mirror = None):
+    """Download MNIST (if not cached), verify its checksums and cache it."""
+    with _user_errors():
+        from . import data
+        from .console import render_download
+
+        render_download(data.fetch(data.MNIST_FILES.values(), data_dir, mirror or None, _reporter(False)))
+
+
+@app.command()
+def train(
+    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
+    batch_size: Annotated[int, typer.Option(help="Images per mini-batch.")] = 32,
+    lr: Annotated[float, typer.Option(help="Learning rate η.")] = 0.001,
+    rho: Annotated[float, typer.Option(help="Decay ρ of the squared-gradient average.")] = 0.9,
+    eps: Annotated[float, typer.Option(help="ε in the denominator.")] = 1e-7,
+    eps_placement: Annotated[str, typer.Option(
+        help="inside: θ -= η·g/√(v+ε) (Keras); outside: θ -= η·g/(√v+ε) (PyTorch).")] = "inside",
+    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "128,64",
+    val_split: Annotated[float, typer.Option(help="Fraction of the training set, taken from its end, held out for validation.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed for initial weights and batch order.")] = 0,
+    limit: Limit = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
+             "[default: runs/<time>-<recipe>/model.safetensors].", show_default=False)] = None,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    device: Device = "cpu",
+    json_: Json = False,
+):
+    """Train a multilayer perceptron on MNIST with RMSProp, then report test accuracy and save a checkpoint."""
+    with _user_errors():
+        from .config import Recipe, parse_hidden
+        from . import train as training
+
+        recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps,
+                        eps_placement=eps_placement, hidden=parse_hidden(hidden), val_split=val_split,
+                        seed=seed, limit=limit)
+        if json_:
+            result = training.run(recipe, device=device, data_dir=data_dir, mirrors=mirror or None, output=output)
+            typer.echo(json.dumps(result))
+            return
+        from .console import TrainDisplay, render_train_result
+
+        display = TrainDisplay()
+        try:
+            result = training.run(recipe, device=device, data_dir=data_dir, mirrors=mirror or None,
+                                  output=output, reporter=_reporter(False), callbacks=display)
+        finally:
+            display.close()
+        render_train_result(result)
+
+
+@app.command()
+def evaluate(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.safetensors file written by `rmsprop train`.",
+                                               show_default=False)],
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    limit: Limit = None,
+    device: Device = "cpu",
+    json_: Json = False,
+):
+    """Score a saved model on the MNIST test set: loss, accuracy, per-class accuracy, confusion matrix."""
+    with _user_errors():
+        from .config import Recipe
+        from . import train as training
+
+        if limit is not None and limit < 1:
+            from .errors import ConfigError
+            raise ConfigError(f"--limit must be at least 1; got {limit}")
+        result = training.evaluate(checkpoint, device=device, data_dir=data_dir, mirrors=mirror or None,
+                                   limit=limit, reporter=None if json_ else _reporter(False))
+        if json_:
+            typer.echo(json.dumps(result))
+            return
+        from .console import render_evaluation
+
+        render_evaluation(result)
+
+
+def main():
+    app()

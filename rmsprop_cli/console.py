@@ -1,0 +1,125 @@
+"""Everything the user sees: rich progress bars, tables and messages."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
+                           TimeRemainingColumn, TransferSpeedColumn)
+from rich.table import Table
+
+from .train import Callbacks
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.2f}%"
+
+
+def _num(x) -> str:
+    return "—" if x is None else f"{x:.4f}"
+
+
+class DownloadReporter:
+    """data.Reporter: one transient progress bar per file."""
+
+    def __init__(self, console: Console = err):
+        self.console = console
+        self.progress = None
+
+    def start(self, name: str, total: int | None) -> None:
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
+                                 TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task(f"Fetching {name}", total=total)
+
+    def advance(self, nbytes: int) -> None:
+        if self.progress is not None:
+            self.progress.advance(self.task, nbytes)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class TrainDisplay(Callbacks):
+    """A table that gains a row per epoch, with a live bar over the current epoch's batches."""
+
+    def __init__(self, console: Console = out):
+        self.console = console
+        self.table = Table(title="Training", title_justify="left")
+        for col in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
+            self.table.add_column(col, justify="right")
+        self.progress = Progress(
+            TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}  {task.fields[rate]:,.0f} samples/s"),
+            TimeRemainingColumn(), console=console, transient=True)
+        self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
+        self.task = None
+        self.epoch_samples = 0
+
+    def status(self, message: str) -> None:
+        self.console.print(f"[dim]{message}…[/dim]")
+
+    def epoch_start(self, epoch, epochs, n_batches, n_samples):
+        if not self.live.is_started:
+            self.live.start()
+        import time
+        self.t0 = time.perf_counter()
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task("", total=n_batches, epoch=f"{epoch}/{epochs}", loss=0.0, acc=0.0, rate=0.0)
+
+    def chunk_end(self, batches_done, samples_done, loss, accuracy):
+        import time
+        rate = samples_done / max(time.perf_counter() - self.t0, 1e-9)
+        self.progress.update(self.task, completed=batches_done, loss=loss, acc=accuracy, rate=rate)
+
+    def epoch_end(self, m):
+        self.table.add_row(str(m["epoch"]), _num(m["loss"]), _pct(m["accuracy"]), _num(m["val_loss"]),
+                           _pct(m["val_accuracy"]), f"{m['seconds']:.2f}")
+
+    def close(self):
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        if self.live.is_started:
+            self.live.stop()
+
+
+def render_train_result(result: dict, console: Console = out) -> None:
+    console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], "
+                  f"test loss {_num(result['test_loss'])} ({result['device']})")
+    console.print(f"Checkpoint saved to [bold]{result['checkpoint']}[/bold]")
+    console.print(f"Evaluate it later with: rmsprop evaluate {result['checkpoint']}")
+
+
+def render_evaluation(result: dict, console: Console = out) -> None:
+    console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], test loss {_num(result['test_loss'])}")
+    per_class = Table(title="Per-class accuracy", title_justify="left")
+    per_class.add_column("digit", justify="right")
+    per_class.add_column("accuracy", justify="right")
+    per_class.add_column("images", justify="right")
+    confusion = result["confusion_matrix"]
+    for c, acc in enumerate(result["per_class_accuracy"]):
+        per_class.add_row(str(c), _pct(acc), str(sum(confusion[c])))
+    console.print(per_class)
+    cm = Table(title="Confusion matrix (rows: true digit, columns: predicted)", title_justify="left")
+    cm.add_column("", justify="right", style="bold")
+    for c in range(len(confusion)):
+        cm.add_column(str(c), justify="right")
+    for c, row in enumerate(confusion):
+        cm.add_row(str(c), *(f"[bold green]{n}[/]" if j == c else (str(n) if n else "[dim]·[/]")
+                             for j, n in enumerate(row)))
+    console.print(cm)
+
+
+def render_download(paths: dict, console: Console = out) -> None:
+    for name, path in paths.items():
+        console.print(f"[green]✓[/green] {name} → {path}")
+
+
+def error(message: str) -> None:
+    err.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)

@@ -1,0 +1,56 @@
+"""The project's own exception types.
+
+They are raised deep in the library and turned into a one-line message and an
+exit code only at the CLI edge (``cli.py``). Each type carries its exit code.
+"""
+
+
+class RmspropError(Exception):
+    """Base of every error a user can cause or fix; the message is for them."""
+
+    exit_code = 1
+
+
+class ConfigError(RmspropError):
+    """An invalid option or hyperparameter."""
+
+    exit_code = 2
+
+
+class DataError(RmspropError):
+    """A dataset file that cannot be fetched, read, parsed or verified."""
+
+    exit_code = 3
+
+
+class DownloadError(DataError):
+    """Every mirror failed for some file; the message lists what was tried."""
+
+
+class ChecksumError(DataError):
+    """A file's decompressed content does not have the published checksum."""
+
+
+class CheckpointError(RmspropError):
+    """A checkpoint that is missing, not ours, corrupt or from a newer version."""
+
+    exit_code = 4
+
+
+class OutputError(RmspropError):
+    """A place we were asked to write to cannot be written."""
+
+    exit_code = 5
+
+
+class TrainingDiverged(RmspropError):
+    """The loss became NaN or infinite."""
+
+    exit_code = 6
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch = epoch, batch
+        super().__init__(
+            f"training diverged: the loss became NaN or infinite in epoch {epoch}, batch {batch}; "
+            "try a smaller --lr"
+        )
