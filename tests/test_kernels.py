@@ -1,0 +1,270 @@
+"""The compiled CPU kernels against plain numpy references and finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from rmsprop_cli import model
+from rmsprop_cli.kernels import cpu as K
+
+
+# --- naive references: plain numpy, float64, one line of maths each ------------------
+
+def naive_dense_forward(x, w, b, relu):
+    z = x.astype(np.float64) @ w + b
+    return np.maximum(z, 0) if relu else z
+
+
+def naive_dense_backward(x, w, delta):
+    x, delta = x.astype(np.float64), delta.astype(np.float64)
+    return x.T @ delta, delta.sum(0), (delta @ w.T) * (x > 0)
+
+
+def naive_softmax_xent(z, y):
+    z = z.astype(np.float64)
+    logp = z - z.max(1, keepdims=True)
+    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
+    n = len(y)
+    delta = np.exp(logp)
+    delta[np.arange(n), y] -= 1
+    return -logp[np.arange(n), y].sum(), int((z.argmax(1) == y).sum()), delta / n
+
+
+def naive_rmsprop(theta, g, v, lr, rho, eps, outside):
+    v = rho * v + (1 - rho) * g * g
+    denom = np.sqrt(v) + eps if outside else np.sqrt(v + eps)
+    return theta - lr * g / denom, v
+
+
+def naive_mlp_loss(theta, sizes, X, y):
+    """Mean cross-entropy of the MLP, float64 throughout."""
+    tensors = model.views(theta, sizes)
+    h = X.astype(np.float64)
+    for l in range(len(sizes) - 1):
+        h = naive_dense_forward(h, tensors[2 * l], tensors[2 * l + 1], relu=l < len(sizes) - 2)
+    return naive_softmax_xent(h, y)[0] / len(y)
+
+
+def sparse_inputs(rng, n, d, zero_fraction=0.6):
+    """Like MNIST pixels: in [0, 1], most exactly zero (the kernels skip zeros)."""
+    x = rng.random((n, d)).astype(np.float32)
+    x[rng.random((n, d)) < zero_fraction] = 0
+    return x
+
+
+SHAPES = [(1, 1, 1), (3, 7, 5), (32, 784, 128), (32, 128, 64), (17, 64, 10), (5, 33, 31)]
+
+
+@pytest.mark.parametrize("n,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("relu", [True, False])
+def test_dense_forward_matches_numpy(n, n_in, n_out, seed, relu):
+    rng = np.random.default_rng(seed)
+    x = sparse_inputs(rng, n, n_in)
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    b = rng.normal(size=n_out).astype(np.float32)
+    out = np.full((n, n_out), np.nan, np.float32)
+    K.dense_forward(x, w, b, out, relu)
+    np.testing.assert_allclose(out, naive_dense_forward(x, w, b, relu), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_dense_backward_matches_numpy(n, n_in, n_out, seed):
+    rng = np.random.default_rng(seed)
+    x = sparse_inputs(rng, n, n_in)
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    delta = rng.normal(size=(n, n_out)).astype(np.float32)
+    gw, gb, dx = (np.full(s, np.nan, np.float32) for s in ((n_in, n_out), (n_out,), (n, n_in)))
+    K.dense_backward(x, w, delta, gw, gb, dx, True)
+    ref_gw, ref_gb, ref_dx = naive_dense_backward(x, w, delta)
+    np.testing.assert_allclose(gw, ref_gw, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(gb, ref_gb, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n,c", [(1, 2), (32, 10), (7, 3)])
+@pytest.mark.parametrize("scale", [0.1, 5.0, 80.0])
+def test_softmax_xent_matches_numpy(n, c, scale):
+    rng = np.random.default_rng(n * c)
+    z = (rng.normal(size=(n, c)) * scale).astype(np.float32)
+    y = rng.integers(0, c, n)
+    delta = np.zeros_like(z)
+    loss, correct = K.softmax_xent(z, y, delta)
+    ref_loss, ref_correct, ref_delta = naive_softmax_xent(z, y)
+    assert loss == pytest.approx(ref_loss, rel=1e-4, abs=1e-4)
+    assert correct == ref_correct
+    np.testing.assert_allclose(delta, ref_delta, atol=1e-6)
+
+
+def test_softmax_xent_is_finite_for_huge_logits():
+    z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]], np.float32)
+    y = np.array([1, 2, 0])
+    delta = np.zeros_like(z)
+    loss, correct = K.softmax_xent(z, y, delta)
+    assert np.isfinite(loss) and np.all(np.isfinite(delta))
+    # Row 0 puts all mass on a wrong class 2e4 logits away: loss 2e4; row 1 is right: ~0;
+    # row 2 splits evenly between the label and class 1: log 2.
+    assert loss == pytest.approx(2e4 + np.log(2), rel=1e-6)
+    assert correct == 2  # argmax picks the first of tied maxima, as numpy does
+    np.testing.assert_allclose(delta.sum(1), 0, atol=1e-6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n=st.integers(1, 40),
+    seed=st.integers(0, 2**32 - 1),
+    lr=st.floats(1e-5, 1.0),
+    rho=st.floats(0.0, 0.999),
+    eps=st.floats(1e-10, 1e-2),
+    outside=st.booleans(),
+    gscale=st.sampled_from([1e-6, 1e-2, 1.0, 1e3]),
+)
+def test_rmsprop_update_matches_formula(n, seed, lr, rho, eps, outside, gscale):
+    rng = np.random.default_rng(seed)
+    theta = rng.normal(size=n).astype(np.float32)
+    g = (rng.normal(size=n) * gscale).astype(np.float32)
+    v = (rng.random(n) * gscale**2).astype(np.float32)
+    ref_theta, ref_v = naive_rmsprop(theta.astype(np.float64), g.astype(np.float64), v.astype(np.float64),
+                                     np.float32(lr), np.float32(rho), np.float32(eps), outside)
+    K.rmsprop_update(theta, g, v, np.float32(lr), np.float32(rho), np.float32(eps), outside)
+    np.testing.assert_allclose(v, ref_v, rtol=1e-5, atol=1e-30)
+    np.testing.assert_allclose(theta, ref_theta, rtol=1e-5, atol=1e-6)
+
+
+def test_rmsprop_flushes_denormal_accumulators():
+    """A dead unit's v decays geometrically; it must reach 0, never a float32 denormal."""
+    theta = np.ones(4, np.float32)
+    g = np.zeros(4, np.float32)
+    v = np.full(4, 1e-3, np.float32)
+    for _ in range(1000):
+        K.rmsprop_update(theta, g, v, np.float32(1e-3), np.float32(0.9), np.float32(1e-7), False)
+    assert np.all(v == 0)
+    assert np.all(theta == 1)
+
+
+def _network(sizes, seed, dtype):
+    rng = np.random.default_rng(seed)
+    theta = model.glorot_init(sizes, rng).astype(dtype)
+    theta[:] += rng.normal(size=theta.size) * 0.05  # non-zero biases too
+    return theta
+
+
+def _kernel_gradient(theta, sizes, X, y):
+    """The gradient the training kernels compute, by calling them directly."""
+    dtype = theta.dtype
+    grad = np.zeros_like(theta)
+    tv, gv = model.views(theta, sizes), model.views(grad, sizes)
+    ws, bs, gws, gbs = tuple(tv[0::2]), tuple(tv[1::2]), tuple(gv[0::2]), tuple(gv[1::2])
+    n = len(X)
+    acts = tuple(np.zeros((n, s), dtype) for s in sizes)
+    deltas = tuple(np.zeros((n, s), dtype) for s in sizes[1:])
+    acts[0][:] = X
+    K.forward(ws, bs, acts, n)
+    L = len(ws)
+    loss, _ = K.softmax_xent(acts[L], y, deltas[L - 1])
+    for l in range(L - 1, -1, -1):
+        K.dense_backward(acts[l], ws[l], deltas[l], gws[l], gbs[l], deltas[max(l - 1, 0)], l > 0)
+    return loss / n, grad
+
+
+@pytest.mark.parametrize("sizes", [(6, 5, 3), (10, 8, 7, 4), (5, 4)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_network_gradient_matches_finite_differences(sizes, seed):
+    rng = np.random.default_rng(100 + seed)
+    X = rng.random((9, sizes[0]))
+    y = rng.integers(0, sizes[-1], 9)
+    theta = _network(sizes, seed, np.float64)
+    loss, grad = _kernel_gradient(theta, sizes, X, y)
+    assert loss == pytest.approx(naive_mlp_loss(theta, sizes, X, y), rel=1e-10)
+    h = 1e-6
+    fd = np.empty_like(theta)
+    for i in range(theta.size):
+        e = np.zeros_like(theta)
+        e[i] = h
+        fd[i] = (naive_mlp_loss(theta + e, sizes, X, y) - naive_mlp_loss(theta - e, sizes, X, y)) / (2 * h)
+    np.testing.assert_allclose(grad, fd, rtol=1e-5, atol=1e-8)
+
+
+def test_network_gradient_float32_close_to_float64():
+    sizes = (784, 32, 16, 10)
+    rng = np.random.default_rng(7)
+    X = sparse_inputs(rng, 32, 784, 0.8)
+    y = rng.integers(0, 10, 32)
+    theta = _network(sizes, 7, np.float64)
+    _, g64 = _kernel_gradient(theta, sizes, X.astype(np.float64), y)
+    _, g32 = _kernel_gradient(theta.astype(np.float32), sizes, X, y)
+    np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-6)
+
+
+def _train_buffers(sizes, batch):
+    acts = tuple(np.zeros((batch, s), np.float32) for s in sizes)
+    deltas = tuple(np.zeros((batch, s), np.float32) for s in sizes[1:])
+    return acts, deltas, np.zeros(batch, np.int64)
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_train_chunk_equals_naive_sgd_loop(outside):
+    """Several batches (the last one partial) in one compiled call equal a numpy loop."""
+    sizes, batch, n = (20, 12, 6, 4), 8, 30
+    rng = np.random.default_rng(3)
+    X = sparse_inputs(rng, 50, sizes[0])
+    y = rng.integers(0, sizes[-1], 50)
+    order = rng.permutation(50)[:n].astype(np.int64)
+    theta = _network(sizes, 3, np.float32)
+    lr, rho, eps = np.float32(0.01), np.float32(0.9), np.float32(1e-7)
+
+    ref_theta, ref_v = theta.astype(np.float64), np.zeros(theta.size)
+    ref_loss = 0.0
+    for lo in range(0, n, batch):
+        idx = order[lo:lo + batch]
+        loss, grad = _kernel_gradient(ref_theta.copy(), sizes, X[idx].astype(np.float64), y[idx])
+        ref_loss += loss * len(idx)
+        ref_theta, ref_v = naive_rmsprop(ref_theta, grad, ref_v, lr, rho, eps, outside)
+
+    grad, v = np.zeros_like(theta), np.zeros_like(theta)
+    tv, gv = model.views(theta, sizes), model.views(grad, sizes)
+    acts, deltas, labels = _train_buffers(sizes, batch)
+    loss, correct, seen, bad = K.train_chunk(
+        X, y.astype(np.int64), order, 0, 4, batch, tuple(tv[0::2]), tuple(tv[1::2]), tuple(gv[0::2]),
+        tuple(gv[1::2]), theta, grad, v, acts, deltas, labels, lr, rho, eps, outside)
+    assert (seen, bad) == (n, -1)
+    assert loss == pytest.approx(ref_loss, rel=1e-4)
+    np.testing.assert_allclose(theta, ref_theta, rtol=1e-3, atol=1e-4)
+
+
+def test_train_chunk_reports_the_batch_that_diverged():
+    sizes, batch = (20, 12, 4), 4
+    rng = np.random.default_rng(4)
+    X = sparse_inputs(rng, 40, sizes[0]) * 100
+    y = rng.integers(0, sizes[-1], 40)
+    theta = _network(sizes, 4, np.float32)
+    grad, v = np.zeros_like(theta), np.zeros_like(theta)
+    tv, gv = model.views(theta, sizes), model.views(grad, sizes)
+    acts, deltas, labels = _train_buffers(sizes, batch)
+    _, _, seen, bad = K.train_chunk(
+        X, y.astype(np.int64), np.arange(40), 0, 10, batch, tuple(tv[0::2]), tuple(tv[1::2]),
+        tuple(gv[0::2]), tuple(gv[1::2]), theta, grad, v, acts, deltas, labels,
+        np.float32(1e30), np.float32(0.9), np.float32(1e-7), False)
+    assert 0 < bad < 10
+    assert seen == bad * batch
+
+
+@pytest.mark.parametrize("n,batch", [(1, 4), (37, 8), (100, 512)])
+def test_evaluate_matches_numpy(n, batch):
+    sizes = (30, 16, 10)
+    rng = np.random.default_rng(n)
+    X = sparse_inputs(rng, n, sizes[0])
+    y = rng.integers(0, 10, n).astype(np.int64)
+    theta = _network(sizes, n, np.float32)
+    tv = model.views(theta, sizes)
+    acts, deltas, labels = _train_buffers(sizes, batch)
+    confusion = np.zeros((10, 10), np.int64)
+    loss, correct = K.evaluate(X, y, tuple(tv[0::2]), tuple(tv[1::2]), acts, deltas, labels, confusion)
+    h = naive_dense_forward(naive_dense_forward(X, tv[0], tv[1], True), tv[2], tv[3], False)
+    ref_loss, ref_correct, _ = naive_softmax_xent(h, y)
+    ref_conf = np.zeros((10, 10), np.int64)
+    np.add.at(ref_conf, (y, h.argmax(1)), 1)
+    assert loss == pytest.approx(ref_loss, rel=1e-4)
+    assert correct == ref_correct
+    np.testing.assert_array_equal(confusion, ref_conf)
