@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, data, model
-from .backends import make_backend
+from .backends import check_device, make_backend
 from .config import Recipe
 from .errors import ConfigError, TrainingDiverged
 from .optim import RMSProp
@@ -91,6 +91,7 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
         reporter=None, callbacks: Callbacks | None = None) -> dict:
     """Everything `rmsprop train` does: data, model, fit, test, checkpoint."""
     cb = callbacks or Callbacks()
+    check_device(device)
     path = resolve_output(output, recipe)
     checkpoint.check_writable(path)
 
@@ -130,6 +131,7 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
 def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, limit: int | None = None,
              reporter=None) -> dict:
     """Everything `rmsprop evaluate` does: checkpoint, test set, metrics."""
+    check_device(device)
     ckpt = checkpoint.load(path)
     images, labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, limit)
     X, y = to_inputs(images), labels.astype(np.int64)

@@ -28,9 +28,15 @@ class Backend(Protocol):
         """Optimizer buffers by name, flat float32 on the host."""
 
 
+def check_device(device: str) -> None:
+    """Called before any data is fetched, so a typo costs nothing."""
+    if device not in DEVICES:
+        raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")
+
+
 def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, X=None, y=None) -> Backend:
+    check_device(device)
     if device == "cpu":
         from .cpu import CpuBackend
 
         return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, X, y)
-    raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")

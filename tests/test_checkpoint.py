@@ -1,0 +1,108 @@
+"""Checkpoint round trips and every way a checkpoint file can be wrong."""
+
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+
+from rmsprop_cli import checkpoint, model
+from rmsprop_cli.config import Recipe
+from rmsprop_cli.errors import CheckpointError, OutputError
+
+
+def naive_safetensors_header(path) -> dict:
+    """The JSON header of a safetensors file, read from the format's definition."""
+    raw = open(path, "rb").read()
+    (n,) = struct.unpack("<Q", raw[:8])
+    return json.loads(raw[8:8 + n])
+
+
+def make_checkpoint(hidden=(8, 4)) -> checkpoint.Checkpoint:
+    recipe = Recipe(hidden=hidden, epochs=2, lr=0.01)
+    rng = np.random.default_rng(0)
+    theta = model.glorot_init(recipe.sizes, rng)
+    v = rng.random(theta.size).astype(np.float32)
+    history = [{"epoch": 1, "loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91, "seconds": 1.0}]
+    return checkpoint.Checkpoint(recipe, theta, {"v": v}, history, {"dataset": {"x": "y"}})
+
+
+def test_round_trip(tmp_path):
+    ckpt = make_checkpoint()
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, ckpt)
+    back = checkpoint.load(path)
+    assert back.recipe == ckpt.recipe
+    np.testing.assert_array_equal(back.theta, ckpt.theta)
+    np.testing.assert_array_equal(back.opt_state["v"], ckpt.opt_state["v"])
+    assert back.history == ckpt.history and back.info == ckpt.info
+    header = naive_safetensors_header(path)
+    assert header["dense_0.weight"]["shape"] == [784, 8]
+    assert header["optimizer.v.dense_2.bias"]["dtype"] == "F32"
+    assert header["__metadata__"]["format"] == "rmsprop-cli"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]  # no temporary left behind
+
+
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, make_checkpoint())
+    before = path.read_bytes()
+
+    def crash(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OutputError, match="No space left"):
+        checkpoint.save(path, make_checkpoint(hidden=(3,)))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
+
+
+def test_check_writable_rejects_unwritable_places(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OutputError, match="cannot write"):
+        checkpoint.check_writable(blocker / "sub" / "m.safetensors")
+    with pytest.raises(OutputError, match="folder"):
+        checkpoint.check_writable(tmp_path)
+    checkpoint.check_writable(tmp_path / "new" / "m.safetensors")
+    assert list((tmp_path / "new").iterdir()) == []
+
+
+def _rewrite(path, tensors=None, metadata=None):
+    """Re-save a checkpoint's tensors and metadata after editing them."""
+    from safetensors.numpy import save_file
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = dict(f.metadata())
+        ts = {k: f.get_tensor(k) for k in f.keys()}
+    if tensors:
+        tensors(ts)
+    if metadata:
+        metadata(meta)
+    save_file(ts, str(path), metadata=meta)
+
+
+@pytest.mark.parametrize("damage,words", [
+    (lambda p: p.unlink(), "does not exist"),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "not a readable safetensors"),
+    (lambda p: p.write_bytes(b"\x80\x04K\x01."), "not a readable safetensors"),  # a pickle
+    (lambda p: p.write_text("hello"), "not a readable safetensors"),
+    (lambda p: _rewrite(p, metadata=lambda m: m.pop("format")), "not an rmsprop-cli checkpoint"),
+    (lambda p: _rewrite(p, metadata=lambda m: m.update(format_version="99")), "newer"),
+    (lambda p: _rewrite(p, metadata=lambda m: m.update(recipe="{")), "damaged metadata"),
+    (lambda p: _rewrite(p, metadata=lambda m: m.update(recipe=json.dumps({"lr": -1}))), "damaged metadata"),
+    (lambda p: _rewrite(p, tensors=lambda t: t.pop("dense_1.bias")), "missing dense_1.bias"),
+    (lambda p: _rewrite(p, tensors=lambda t: t.update(extra=np.zeros(1, np.float32))), "unexpected extra"),
+    (lambda p: _rewrite(p, tensors=lambda t: t.update({"dense_0.weight": np.zeros((784, 9), np.float32)})),
+     r"expected float32\[784, 8\]"),
+    (lambda p: _rewrite(p, tensors=lambda t: t.update({"dense_0.bias": np.zeros(8, np.float64)})), "float64"),
+])
+def test_bad_checkpoints_are_clear_errors(tmp_path, damage, words):
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, make_checkpoint())
+    damage(path)
+    with pytest.raises(CheckpointError, match=words):
+        checkpoint.load(path)
