@@ -11,6 +11,9 @@ from .errors import ConfigError
 # Inf checks that stop a diverging run. Kernels never hard-code fastmath.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 JIT = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil": True}
+# Only the per-batch drivers are parallel (a prange over shards of the batch);
+# the kernels they call stay serial, so threads never nest.
+JIT_PARALLEL = {**JIT, "parallel": True}
 
 EPS_PLACEMENTS = ("inside", "outside")
 

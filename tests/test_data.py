@@ -7,6 +7,7 @@ import hashlib
 import os
 import shutil
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np

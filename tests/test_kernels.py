@@ -90,7 +90,7 @@ def test_softmax_xent_matches_numpy(n, c, scale):
     z = (rng.normal(size=(n, c)) * scale).astype(np.float32)
     y = rng.integers(0, c, n)
     delta = np.zeros_like(z)
-    loss, correct = K.softmax_xent(z, y, delta)
+    loss, correct = K.softmax_xent(z, y, delta, np.float32(1 / n))
     ref_loss, ref_correct, ref_delta = naive_softmax_xent(z, y)
     assert loss == pytest.approx(ref_loss, rel=1e-4, abs=1e-4)
     assert correct == ref_correct
@@ -101,7 +101,7 @@ def test_softmax_xent_is_finite_for_huge_logits():
     z = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4]], np.float32)
     y = np.array([1, 2, 0])
     delta = np.zeros_like(z)
-    loss, correct = K.softmax_xent(z, y, delta)
+    loss, correct = K.softmax_xent(z, y, delta, np.float32(1 / 3))
     assert np.isfinite(loss) and np.all(np.isfinite(delta))
     # Row 0 puts all mass on a wrong class 2e4 logits away: loss 2e4; row 1 is right: ~0;
     # row 2 splits evenly between the label and class 1: log 2.
@@ -150,21 +150,28 @@ def _network(sizes, seed, dtype):
     return theta
 
 
+def _buffers(sizes, rows, dtype=np.float32):
+    """Flat activation and delta buffers and labels, as the backend allocates them."""
+    width = rows * sum(sizes)
+    return np.zeros(width, dtype), np.zeros(width, dtype), np.zeros(rows, np.int64)
+
+
 def _kernel_gradient(theta, sizes, X, y):
-    """The gradient the training kernels compute, by calling them directly."""
-    dtype = theta.dtype
-    grad = np.zeros_like(theta)
-    tv, gv = model.views(theta, sizes), model.views(grad, sizes)
-    ws, bs, gws, gbs = tuple(tv[0::2]), tuple(tv[1::2]), tuple(gv[0::2]), tuple(gv[1::2])
+    """The mean loss and its gradient as the kernels compute them, layer by layer."""
+    sizes_a = np.array(sizes)
     n = len(X)
-    acts = tuple(np.zeros((n, s), dtype) for s in sizes)
-    deltas = tuple(np.zeros((n, s), dtype) for s in sizes[1:])
-    acts[0][:] = X
-    K.forward(ws, bs, acts, n)
-    L = len(ws)
-    loss, _ = K.softmax_xent(acts[L], y, deltas[L - 1])
+    grad = np.zeros_like(theta)
+    acts, deltas, _ = _buffers(sizes, n, theta.dtype)
+    K.act_view(acts, sizes_a, n, 0)[:] = X
+    K.forward(theta, sizes_a, acts, n, 0, n)
+    L = len(sizes) - 1
+    loss, _ = K.softmax_xent(K.act_view(acts, sizes_a, n, L), y, K.act_view(deltas, sizes_a, n, L),
+                             theta.dtype.type(1 / n))
     for l in range(L - 1, -1, -1):
-        K.dense_backward(acts[l], ws[l], deltas[l], gws[l], gbs[l], deltas[max(l - 1, 0)], l > 0)
+        w, _ = K.param_layer(theta, sizes_a, l)
+        gw, gb = K.param_layer(grad, sizes_a, l)
+        K.dense_backward(K.act_view(acts, sizes_a, n, l), w, K.act_view(deltas, sizes_a, n, l + 1), gw, gb,
+                         K.act_view(deltas, sizes_a, n, l), l > 0)
     return loss / n, grad
 
 
@@ -197,22 +204,45 @@ def test_network_gradient_float32_close_to_float64():
     np.testing.assert_allclose(g32, g64, rtol=1e-3, atol=1e-6)
 
 
-def _train_buffers(sizes, batch):
-    acts = tuple(np.zeros((batch, s), np.float32) for s in sizes)
-    deltas = tuple(np.zeros((batch, s), np.float32) for s in sizes[1:])
-    return acts, deltas, np.zeros(batch, np.int64)
+@pytest.mark.parametrize("n,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("outside", [False, True])
+def test_dense_backward_update_is_gradient_then_rmsprop(n, n_in, n_out, outside):
+    rng = np.random.default_rng(n_in)
+    x = sparse_inputs(rng, n, n_in)
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    b = rng.normal(size=n_out).astype(np.float32)
+    delta = rng.normal(size=(n, n_out)).astype(np.float32)
+    vw = rng.random((n_in, n_out)).astype(np.float32) * 1e-3
+    vb = rng.random(n_out).astype(np.float32) * 1e-3
+    hyper = (np.float32(0.01), np.float32(0.9), np.float32(1e-7), outside)
+    ref_gw, ref_gb, ref_dx = naive_dense_backward(x, w, delta)
+    ref_w, ref_vw = naive_rmsprop(w.astype(np.float64), ref_gw, vw.astype(np.float64), *hyper)
+    ref_b, ref_vb = naive_rmsprop(b.astype(np.float64), ref_gb, vb.astype(np.float64), *hyper)
+    dx = np.full((n, n_in), np.nan, np.float32)
+    K.dense_backward_update(x, w, b, delta, vw, vb, dx, True, *hyper)
+    np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)  # from W before the update
+    np.testing.assert_allclose(vw, ref_vw, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(w, ref_w, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b, ref_b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(vb, ref_vb, rtol=1e-4, atol=1e-9)
+
+
+def _train(X, y, order, n_batches, batch, sizes, theta, v, lr, outside=False):
+    acts, deltas, labels = _buffers(sizes, batch)
+    return K.train_chunk(X, y.astype(np.int64), order.astype(np.int64), 0, n_batches, batch, np.array(sizes),
+                         theta, v, acts, deltas, labels, np.float32(lr), np.float32(0.9), np.float32(1e-7), outside)
 
 
 @pytest.mark.parametrize("outside", [False, True])
-def test_train_chunk_equals_naive_sgd_loop(outside):
+def test_train_chunk_equals_naive_loop(outside):
     """Several batches (the last one partial) in one compiled call equal a numpy loop."""
     sizes, batch, n = (20, 12, 6, 4), 8, 30
     rng = np.random.default_rng(3)
     X = sparse_inputs(rng, 50, sizes[0])
     y = rng.integers(0, sizes[-1], 50)
-    order = rng.permutation(50)[:n].astype(np.int64)
+    order = rng.permutation(50)[:n]
     theta = _network(sizes, 3, np.float32)
-    lr, rho, eps = np.float32(0.01), np.float32(0.9), np.float32(1e-7)
+    lr = 0.01
 
     ref_theta, ref_v = theta.astype(np.float64), np.zeros(theta.size)
     ref_loss = 0.0
@@ -220,17 +250,15 @@ def test_train_chunk_equals_naive_sgd_loop(outside):
         idx = order[lo:lo + batch]
         loss, grad = _kernel_gradient(ref_theta.copy(), sizes, X[idx].astype(np.float64), y[idx])
         ref_loss += loss * len(idx)
-        ref_theta, ref_v = naive_rmsprop(ref_theta, grad, ref_v, lr, rho, eps, outside)
+        ref_theta, ref_v = naive_rmsprop(ref_theta, grad, ref_v, np.float32(lr), np.float32(0.9),
+                                         np.float32(1e-7), outside)
 
-    grad, v = np.zeros_like(theta), np.zeros_like(theta)
-    tv, gv = model.views(theta, sizes), model.views(grad, sizes)
-    acts, deltas, labels = _train_buffers(sizes, batch)
-    loss, correct, seen, bad = K.train_chunk(
-        X, y.astype(np.int64), order, 0, 4, batch, tuple(tv[0::2]), tuple(tv[1::2]), tuple(gv[0::2]),
-        tuple(gv[1::2]), theta, grad, v, acts, deltas, labels, lr, rho, eps, outside)
+    v = np.zeros_like(theta)
+    loss, correct, seen, bad = _train(X, y, order, 4, batch, sizes, theta, v, lr, outside)
     assert (seen, bad) == (n, -1)
     assert loss == pytest.approx(ref_loss, rel=1e-4)
     np.testing.assert_allclose(theta, ref_theta, rtol=1e-3, atol=1e-4)
+    np.testing.assert_allclose(v, ref_v, rtol=1e-3, atol=1e-9)
 
 
 def test_train_chunk_reports_the_batch_that_diverged():
@@ -239,28 +267,24 @@ def test_train_chunk_reports_the_batch_that_diverged():
     X = sparse_inputs(rng, 40, sizes[0]) * 100
     y = rng.integers(0, sizes[-1], 40)
     theta = _network(sizes, 4, np.float32)
-    grad, v = np.zeros_like(theta), np.zeros_like(theta)
-    tv, gv = model.views(theta, sizes), model.views(grad, sizes)
-    acts, deltas, labels = _train_buffers(sizes, batch)
-    _, _, seen, bad = K.train_chunk(
-        X, y.astype(np.int64), np.arange(40), 0, 10, batch, tuple(tv[0::2]), tuple(tv[1::2]),
-        tuple(gv[0::2]), tuple(gv[1::2]), theta, grad, v, acts, deltas, labels,
-        np.float32(1e30), np.float32(0.9), np.float32(1e-7), False)
+    _, _, seen, bad = _train(X, y, np.arange(40), 10, batch, sizes, theta, np.zeros_like(theta), 1e30)
     assert 0 < bad < 10
     assert seen == bad * batch
 
 
-@pytest.mark.parametrize("n,batch", [(1, 4), (37, 8), (100, 512)])
-def test_evaluate_matches_numpy(n, batch):
+@pytest.mark.parametrize("n,rows,shards", [(1, 4, 1), (37, 8, 2), (100, 512, 2), (50, 7, 3)])
+def test_evaluate_matches_numpy(n, rows, shards):
     sizes = (30, 16, 10)
     rng = np.random.default_rng(n)
     X = sparse_inputs(rng, n, sizes[0])
     y = rng.integers(0, 10, n).astype(np.int64)
     theta = _network(sizes, n, np.float32)
     tv = model.views(theta, sizes)
-    acts, deltas, labels = _train_buffers(sizes, batch)
+    width = rows * sum(sizes)
+    acts, deltas = np.zeros((shards, width), np.float32), np.zeros((shards, width), np.float32)
+    labels = np.zeros((shards, rows), np.int64)
     confusion = np.zeros((10, 10), np.int64)
-    loss, correct = K.evaluate(X, y, tuple(tv[0::2]), tuple(tv[1::2]), acts, deltas, labels, confusion)
+    loss, correct = K.evaluate(X, y, theta, np.array(sizes), acts, deltas, labels, confusion)
     h = naive_dense_forward(naive_dense_forward(X, tv[0], tv[1], True), tv[2], tv[3], False)
     ref_loss, ref_correct, _ = naive_softmax_xent(h, y)
     ref_conf = np.zeros((10, 10), np.int64)

@@ -9,9 +9,9 @@ are np.float32, because one float64 literal promotes a whole loop to float64.
 """
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
-from ..config import JIT
+from ..config import JIT, JIT_PARALLEL
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -19,6 +19,7 @@ ONE = np.float32(1.0)
 # float32 denormals, and denormal arithmetic made whole epochs 2x slower.
 # Anything below this is flushed to zero; it is far below any useful v.
 FLUSH = np.float32(1e-30)
+LOGIT_FLOOR = np.float32(-60.0)
 
 
 @njit(**JIT)
@@ -37,82 +38,154 @@ def nonzero_rows(x, k, rows):
 
 
 @njit(**JIT)
+def nonzero_cols(x, i, cols):
+    """Indices k with x[i, k] != 0 into cols[:count]; returns count (branch-free)."""
+    count = 0
+    for k in range(x.shape[1]):
+        cols[count] = k
+        count += x[i, k] != ZERO
+    return count
+
+
+@njit(**JIT)
 def dense_forward(x, w, b, out, relu):
     """out = x @ w + b, then ReLU if asked.  x (n, n_in), w (n_in, n_out).
 
-    k runs outermost so that row k of w is read once per batch while the
-    (n, n_out) output block stays in L1; inputs that are exactly zero (most
-    MNIST pixels, about half of the ReLU outputs) are skipped.
+    Only the non-zero inputs of each row are visited (about 19% of MNIST
+    pixels, half of the ReLU outputs), four at a time, so that each pass over
+    the output row does four multiply-adds per load and store of it.
+    """
+    n, n_in = x.shape
+    n_out = w.shape[1]
+    cols = np.empty(n_in + 3, np.int64)
+    for i in range(n):
+        o = out[i]
+        for j in range(n_out):
+            o[j] = b[j]
+        count = nonzero_cols(x, i, cols)
+        t = 0
+        while t < count:
+            # Pad a short last group with x = 0 at column cols[0]: a no-op add.
+            k0, k1, k2, k3 = cols[t], cols[min(t + 1, count - 1)], cols[min(t + 2, count - 1)], cols[min(t + 3, count - 1)]
+            a0 = x[i, k0]
+            a1 = x[i, k1] if t + 1 < count else ZERO
+            a2 = x[i, k2] if t + 2 < count else ZERO
+            a3 = x[i, k3] if t + 3 < count else ZERO
+            w0, w1, w2, w3 = w[k0], w[k1], w[k2], w[k3]
+            for j in range(n_out):
+                o[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
+            t += 4
+        if relu:
+            for j in range(n_out):
+                if o[j] < ZERO:
+                    o[j] = ZERO
+
+
+@njit(**JIT)
+def weight_grad_row(x, delta, k, rows, g):
+    """g = x[:, k] @ delta, row k of dLoss/dW; rows is scratch of len(x) + 3.
+
+    Only rows with x[i, k] != 0 contribute, taken four at a time (the same
+    trick as dense_forward) so g is loaded and stored once per four rows.
+    """
+    for j in range(g.size):
+        g[j] = ZERO
+    count = nonzero_rows(x, k, rows)
+    t = 0
+    while t < count:
+        i0, i1, i2, i3 = rows[t], rows[min(t + 1, count - 1)], rows[min(t + 2, count - 1)], rows[min(t + 3, count - 1)]
+        a0 = x[i0, k]
+        a1 = x[i1, k] if t + 1 < count else ZERO
+        a2 = x[i2, k] if t + 2 < count else ZERO
+        a3 = x[i3, k] if t + 3 < count else ZERO
+        d0, d1, d2, d3 = delta[i0], delta[i1], delta[i2], delta[i3]
+        for j in range(g.size):
+            g[j] += a0 * d0[j] + a1 * d1[j] + a2 * d2[j] + a3 * d3[j]
+        t += 4
+
+
+@njit(**JIT)
+def bias_grad(delta, g):
+    """g = delta summed over the batch."""
+    for j in range(g.size):
+        g[j] = ZERO
+    for i in range(delta.shape[0]):
+        for j in range(g.size):
+            g[j] += delta[i, j]
+
+
+@njit(**JIT)
+def input_grad(x, w, delta, dx):
+    """dx = (delta @ w.T) masked by x > 0.
+
+    x is the previous layer's ReLU output, so the mask is ReLU's derivative,
+    and masked entries need no dot product.
     """
     n, n_in = x.shape
     n_out = w.shape[1]
     for i in range(n):
-        for j in range(n_out):
-            out[i, j] = b[j]
-    rows = np.empty(n, np.int64)
-    for k in range(n_in):
-        count = nonzero_rows(x, k, rows)
-        for t in range(count):
-            i = rows[t]
-            a = x[i, k]
-            for j in range(n_out):
-                out[i, j] += a * w[k, j]
-    if relu:
-        for i in range(n):
-            for j in range(n_out):
-                if out[i, j] < ZERO:
-                    out[i, j] = ZERO
+        for k in range(n_in):
+            if x[i, k] > ZERO:
+                s = ZERO
+                for j in range(n_out):
+                    s += delta[i, j] * w[k, j]
+                dx[i, k] = s
+            else:
+                dx[i, k] = ZERO
 
 
 @njit(**JIT)
 def dense_backward(x, w, delta, gw, gb, dx, want_dx):
-    """Gradients of one dense layer given delta = dLoss/d(pre-activation).
-
-    gw = x.T @ delta, gb = delta summed over the batch, and, if want_dx,
-    dx = (delta @ w.T) masked by x > 0: x is the previous layer's ReLU output,
-    so the mask is ReLU's derivative and masked entries need no dot product.
-    """
-    n, n_in = x.shape
-    n_out = w.shape[1]
-    for j in range(n_out):
-        gb[j] = ZERO
-    for i in range(n):
-        for j in range(n_out):
-            gb[j] += delta[i, j]
-    rows = np.empty(n, np.int64)
-    for k in range(n_in):
-        for j in range(n_out):
-            gw[k, j] = ZERO
-        count = nonzero_rows(x, k, rows)
-        for t in range(count):
-            i = rows[t]
-            a = x[i, k]
-            for j in range(n_out):
-                gw[k, j] += a * delta[i, j]
+    """Gradients of one dense layer given delta = dLoss/d(pre-activation):
+    gw = x.T @ delta, gb = column sums of delta, and dx if want_dx."""
+    rows = np.empty(x.shape[0] + 3, np.int64)
+    for k in range(x.shape[1]):
+        weight_grad_row(x, delta, k, rows, gw[k])
+    bias_grad(delta, gb)
     if want_dx:
-        for i in range(n):
-            for k in range(n_in):
-                if x[i, k] > ZERO:
-                    s = ZERO
-                    for j in range(n_out):
-                        s += delta[i, j] * w[k, j]
-                    dx[i, k] = s
-                else:
-                    dx[i, k] = ZERO
+        input_grad(x, w, delta, dx)
 
 
 @njit(**JIT)
-def softmax_xent(z, labels, delta):
-    """Mean softmax cross-entropy of logits z (n, c) against integer labels.
+def update_rows(x, w, b, delta, vw, vb, k_lo, k_hi, with_bias, lr, rho, eps, eps_outside):
+    """RMSProp step on rows k_lo:k_hi of W (and on b if with_bias), each
+    gradient row computed just before its use.
 
-    Writes delta = d(mean loss)/dz = (softmax(z) - onehot) / n and returns
+    The gradient row is used while it is in L1 and never written out, so a
+    step streams W and v once instead of also writing and re-reading a
+    gradient as large as W.  Rows are independent, so threads can take
+    disjoint ranges of k and produce bit-identical results.
+    """
+    rows = np.empty(x.shape[0] + 3, np.int64)
+    g = np.empty(w.shape[1], np.float32)
+    for k in range(k_lo, k_hi):
+        weight_grad_row(x, delta, k, rows, g)
+        rmsprop_update(w[k], g, vw[k], lr, rho, eps, eps_outside)
+    if with_bias:
+        bias_grad(delta, g)
+        rmsprop_update(b, g, vb, lr, rho, eps, eps_outside)
+
+
+@njit(**JIT)
+def dense_backward_update(x, w, b, delta, vw, vb, dx, want_dx, lr, rho, eps, eps_outside):
+    """dense_backward fused with the RMSProp step; dx comes first, from W before its update."""
+    if want_dx:
+        input_grad(x, w, delta, dx)
+    update_rows(x, w, b, delta, vw, vb, 0, x.shape[1], True, lr, rho, eps, eps_outside)
+
+
+@njit(**JIT)
+def softmax_xent(z, labels, delta, scale):
+    """Softmax cross-entropy of logits z (n, c) against integer labels.
+
+    Writes delta = (softmax(z) - onehot) * scale, the gradient of the batch
+    mean when scale = 1 / batch size (a shard sees only part of the batch), and returns
     (sum of per-row losses, number of rows whose argmax is the label).
     Subtracting the row maximum keeps exp() finite for logits of any size;
     the loss is computed as log-sum-exp minus the label's logit, never as
     log(probability), so it stays finite when a probability underflows.
     """
     n, c = z.shape
-    inv_n = ONE / np.float32(n)
     loss = 0.0
     correct = 0
     for i in range(n):
@@ -124,22 +197,26 @@ def softmax_xent(z, labels, delta):
                 best = j
         total = ZERO
         for j in range(c):
-            e = np.exp(z[i, j] - zmax)
+            # Classes 60 logits below the top get probability exactly 0 (it would
+            # be < 1e-26): their tiny gradients would otherwise become float32
+            # denormals in backprop, and denormals made every step 2x slower.
+            d = z[i, j] - zmax
+            e = np.exp(d) if d > LOGIT_FLOOR else ZERO
             delta[i, j] = e
             total += e
         y = labels[i]
         loss += np.log(total) - (z[i, y] - zmax)
         correct += best == y
-        scale = inv_n / total
+        norm = scale / total
         for j in range(c):
-            delta[i, j] *= scale
-        delta[i, y] -= inv_n
+            delta[i, j] *= norm
+        delta[i, y] -= scale
     return loss, correct
 
 
 @njit(**JIT)
 def rmsprop_update(theta, grad, v, lr, rho, eps, eps_outside):
-    """One RMSProp step over flat parameter, gradient and accumulator arrays.
+    """One RMSProp step over matching parameter, gradient and accumulator arrays.
 
     v <- rho*v + (1-rho)*g^2;  theta <- theta - lr*g/sqrt(v + eps)  (Keras),
     or theta - lr*g/(sqrt(v) + eps) when eps_outside (PyTorch).
@@ -158,73 +235,134 @@ def rmsprop_update(theta, grad, v, lr, rho, eps, eps_outside):
         theta[i] -= lr * g / denom
 
 
+# Parameters, gradients and optimizer buffers are flat vectors, layer by layer
+# (W (n_in, n_out) row-major, then b); activations and deltas of one thread are
+# flat buffers holding `rows` rows of every layer's width.  Views are carved out
+# inside compiled code because Numba's parallel regions cannot take tuples of
+# arrays, and flat buffers let one kernel serve any depth of network.
+
 @njit(**JIT)
-def forward(ws, bs, acts, m):
-    """Run the first m rows of acts[0] through every layer; logits in acts[-1]."""
-    n_layers = len(ws)
+def param_layer(theta, sizes, l):
+    """Views (W, b) of layer l in a flat parameter-shaped vector."""
+    off = 0
+    for j in range(l):
+        off += sizes[j] * sizes[j + 1] + sizes[j + 1]
+    n_in, n_out = sizes[l], sizes[l + 1]
+    w = theta[off:off + n_in * n_out].reshape((n_in, n_out))
+    return w, theta[off + n_in * n_out:off + n_in * n_out + n_out]
+
+
+@njit(**JIT)
+def act_view(buf, sizes, rows, l):
+    """Layer l's (rows, sizes[l]) block in a flat activation or delta buffer."""
+    off = 0
+    for j in range(l):
+        off += rows * sizes[j]
+    return buf[off:off + rows * sizes[l]].reshape((rows, sizes[l]))
+
+
+@njit(**JIT)
+def forward(theta, sizes, acts, rows, r0, r1):
+    """Run rows r0:r1 of layer 0's block through every layer; logits in the last block."""
+    n_layers = sizes.size - 1
     for l in range(n_layers):
-        dense_forward(acts[l][:m], ws[l], bs[l], acts[l + 1][:m], l < n_layers - 1)
+        w, b = param_layer(theta, sizes, l)
+        dense_forward(act_view(acts, sizes, rows, l)[r0:r1], w, b, act_view(acts, sizes, rows, l + 1)[r0:r1],
+                      l < n_layers - 1)
 
 
 @njit(**JIT)
-def train_chunk(X, y, order, start, n_batches, batch_size,
-                ws, bs, gws, gbs, theta, grad, v, acts, deltas, labels,
-                lr, rho, eps, eps_outside):
+def train_chunk(X, y, order, start, n_batches, batch_size, sizes, theta, v,
+                acts, deltas, labels, lr, rho, eps, eps_outside):
     """Train on n_batches mini-batches taken from order[start:], in one call.
 
-    ws/bs/gws/gbs are per-layer views into the flat theta and grad arrays, so
-    the optimizer sweeps one contiguous array.  acts[l] and deltas[l] are
-    preallocated (batch_size, width) buffers; acts[0] receives the gathered
-    batch.  Returns (loss sum, correct count, samples seen, index of the batch
-    whose loss was not finite or -1).
+    acts and deltas are flat buffers of batch_size rows of every layer (deltas
+    block l+1 holds dLoss/d(pre-activation) of layer l).
+
+    One thread on purpose.  Splitting a step between the two cores (forward by
+    rows of the batch, update by rows of W) measured slower than one core:
+    each core then writes half of the first layer's weights that the other
+    reads in the next forward pass, and that cache-line traffic between cores
+    cost more than the arithmetic it shared.  Evaluation, which only reads the
+    weights, does run in parallel.
+
+    Returns (loss sum, correct count, samples seen, index of the batch whose
+    loss was not finite, or -1).
     """
-    n_layers = len(ws)
+    n_layers = sizes.size - 1
     n_total = order.size
+    rows = labels.size
     loss_sum = 0.0
     correct = 0
     seen = 0
     for bi in range(n_batches):
         lo = start + bi * batch_size
-        hi = min(lo + batch_size, n_total)
-        m = hi - lo
+        m = min(lo + batch_size, n_total) - lo
         if m <= 0:
             break
-        x0 = acts[0]
+        x0 = act_view(acts, sizes, rows, 0)
         for r in range(m):
             src = order[lo + r]
             x0[r, :] = X[src]
             labels[r] = y[src]
-        forward(ws, bs, acts, m)
-        loss, corr = softmax_xent(acts[n_layers][:m], labels[:m], deltas[n_layers - 1][:m])
+        forward(theta, sizes, acts, rows, 0, m)
+        loss, corr = softmax_xent(act_view(acts, sizes, rows, n_layers)[:m], labels[:m],
+                                  act_view(deltas, sizes, rows, n_layers)[:m], ONE / np.float32(m))
         if not np.isfinite(loss):
             return loss_sum, correct, seen, bi
         loss_sum += loss
         correct += corr
         seen += m
         for l in range(n_layers - 1, -1, -1):
-            # deltas[l-1] is only written when l > 0; index 0 is a placeholder.
-            dense_backward(acts[l][:m], ws[l], deltas[l][:m], gws[l], gbs[l],
-                           deltas[max(l - 1, 0)][:m], l > 0)
-        rmsprop_update(theta, grad, v, lr, rho, eps, eps_outside)
+            w, b = param_layer(theta, sizes, l)
+            vw, vb = param_layer(v, sizes, l)
+            dense_backward_update(act_view(acts, sizes, rows, l)[:m], w, b, act_view(deltas, sizes, rows, l + 1)[:m],
+                                  vw, vb, act_view(deltas, sizes, rows, l)[:m], l > 0, lr, rho, eps, eps_outside)
     return loss_sum, correct, seen, -1
 
 
 @njit(**JIT)
-def evaluate(X, y, ws, bs, acts, deltas, labels, confusion):
-    """Loss sum and correct count over all of X; confusion[true, pred] += 1."""
-    n_layers = len(ws)
-    batch = acts[0].shape[0]
+def evaluate_rows(X, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
+    """Loss sum and correct count over rows lo:hi of X, in blocks of the
+    buffers' height; confusion[true, pred] += 1 for each row."""
+    n_layers = sizes.size - 1
+    rows = labels.size
     loss_sum = 0.0
     correct = 0
-    for lo in range(0, X.shape[0], batch):
-        m = min(batch, X.shape[0] - lo)
-        acts[0][:m] = X[lo:lo + m]
-        labels[:m] = y[lo:lo + m]
-        forward(ws, bs, acts, m)
-        z = acts[n_layers][:m]
-        loss, corr = softmax_xent(z, labels[:m], deltas[n_layers - 1][:m])
+    for start in range(lo, hi, rows):
+        m = min(rows, hi - start)
+        act_view(acts, sizes, rows, 0)[:m] = X[start:start + m]
+        labels[:m] = y[start:start + m]
+        forward(theta, sizes, acts, rows, 0, m)
+        z = act_view(acts, sizes, rows, n_layers)[:m]
+        loss, corr = softmax_xent(z, labels[:m], act_view(deltas, sizes, rows, n_layers)[:m], ONE)
         loss_sum += loss
         correct += corr
         for i in range(m):
             confusion[labels[i], np.argmax(z[i])] += 1
     return loss_sum, correct
+
+
+@njit(**JIT_PARALLEL)
+def evaluate(X, y, theta, sizes, acts, deltas, labels, confusion):
+    """Loss sum and correct count over all of X; confusion[true, pred] += 1.
+
+    Rows are split into one contiguous range per shard, each on its own
+    thread with its own buffers and counts, summed at the end.  Weights are
+    only read here, so the threads share them without contention.  (The
+    shard's work is a separate function: array expressions written directly
+    inside a prange body are turned into nested parallel loops, which gave
+    wrong results.)
+    """
+    n_shards = labels.shape[0]
+    n = X.shape[0]
+    per = -(-n // n_shards)
+    losses = np.zeros(n_shards)
+    corrects = np.zeros(n_shards, np.int64)
+    confusions = np.zeros((n_shards, confusion.shape[0], confusion.shape[1]), np.int64)
+    for s in prange(n_shards):
+        losses[s], corrects[s] = evaluate_rows(X, y, min(s * per, n), min((s + 1) * per, n), theta, sizes,
+                                               acts[s], deltas[s], labels[s], confusions[s])
+    for s in range(n_shards):
+        confusion += confusions[s]
+    return losses.sum(), corrects.sum()

@@ -1,0 +1,78 @@
+"""Epoch time of the default recipe on the CPU backend (this tool alone, no peers).
+
+    python scripts/bench.py [--epochs 5] [--batch-size 32] [--repeats 1]
+
+Reads MNIST like the CLI does (RMSPROP_DATA_DIR / RMSPROP_MIRROR). Prints each
+epoch's seconds (training + validation pass), the median, samples/s of the
+training part, and evaluation throughput on the 10,000 test images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+from rmsprop_cli import data, model, train
+from rmsprop_cli.backends import make_backend
+from rmsprop_cli.config import Recipe
+from rmsprop_cli.optim import RMSProp
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--hidden", default="128,64")
+    args = ap.parse_args()
+    mirrors = os.environ.get("RMSPROP_MIRROR", "").split() or None
+
+    recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size,
+                    hidden=tuple(int(h) for h in args.hidden.split(",")))
+    images, labels, _ = data.load_mnist("train", None, mirrors)
+    test_images, test_labels, _ = data.load_mnist("test", None, mirrors)
+    X_train, y_train, X_val, y_val = train.split_validation(train.to_inputs(images), labels.astype(np.int64),
+                                                            recipe.val_split)
+    rng = np.random.default_rng(0)
+    theta = model.glorot_init(recipe.sizes, rng)
+    opt = RMSProp.from_recipe(recipe)
+    backend = make_backend("cpu", recipe.sizes, recipe.batch_size, opt, theta, opt.init(theta.size), X_train, y_train)
+    t0 = time.perf_counter()
+    backend.train_chunk(np.zeros(0, np.int64), 0, 0)
+    backend.evaluate(X_val[:1], y_val[:1])
+    print(f"compile or cache load: {time.perf_counter() - t0:.2f} s")
+
+    train_seconds = []
+
+    class Timer(train.Callbacks):
+        def epoch_start(self, *a):
+            self.t = time.perf_counter()
+
+        def chunk_end(self, batches_done, *a):
+            if batches_done == -(-len(X_train) // recipe.batch_size):
+                train_seconds.append(time.perf_counter() - self.t)
+
+    history = train.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
+    print(f"{'epoch':>5} {'seconds':>8} {'train s':>8} {'samples/s':>10} {'val_acc':>8}")
+    for m, ts in zip(history, train_seconds):
+        print(f"{m['epoch']:>5} {m['seconds']:>8.3f} {ts:>8.3f} {len(X_train) / ts:>10,.0f} {m['val_accuracy']:>8.4f}")
+    epoch = statistics.median(m["seconds"] for m in history)
+    ts = statistics.median(train_seconds)
+    print(f"median epoch {epoch:.3f} s (training {ts:.3f} s, {len(X_train) / ts:,.0f} samples/s); "
+          f"first {history[0]['seconds']:.3f} s, last {history[-1]['seconds']:.3f} s")
+
+    X_test, y_test = train.to_inputs(test_images), test_labels.astype(np.int64)
+    runs = []
+    for _ in range(5):
+        t = time.perf_counter()
+        backend.evaluate(X_test, y_test)
+        runs.append(time.perf_counter() - t)
+    ev = statistics.median(runs)
+    print(f"evaluation of {len(X_test):,} test images: median {ev * 1000:.1f} ms ({len(X_test) / ev:,.0f} samples/s)")
+
+
+if __name__ == "__main__":
+    main()
