@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -59,22 +61,28 @@ class TrainDisplay(Callbacks):
             TimeRemainingColumn(), console=console, transient=True)
         self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
         self.task = None
-        self.epoch_samples = 0
+        self.spinner = None
 
     def status(self, message: str) -> None:
-        self.console.print(f"[dim]{message}…[/dim]")
+        """A transient spinner (nothing when output is not a terminal) until the first epoch starts."""
+        self.spinner = self.console.status(message)
+        self.spinner.start()
+
+    def _stop_spinner(self):
+        if self.spinner is not None:
+            self.spinner.stop()
+            self.spinner = None
 
     def epoch_start(self, epoch, epochs, n_batches, n_samples):
+        self._stop_spinner()
         if not self.live.is_started:
             self.live.start()
-        import time
         self.t0 = time.perf_counter()
         if self.task is not None:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task("", total=n_batches, epoch=f"{epoch}/{epochs}", loss=0.0, acc=0.0, rate=0.0)
 
     def chunk_end(self, batches_done, samples_done, loss, accuracy):
-        import time
         rate = samples_done / max(time.perf_counter() - self.t0, 1e-9)
         self.progress.update(self.task, completed=batches_done, loss=loss, acc=accuracy, rate=rate)
 
@@ -83,10 +91,13 @@ class TrainDisplay(Callbacks):
                            _pct(m["val_accuracy"]), f"{m['seconds']:.2f}")
 
     def close(self):
+        self._stop_spinner()
         if self.task is not None:
             self.progress.remove_task(self.task)
         if self.live.is_started:
             self.live.stop()
+            if not self.console.is_terminal:
+                self.console.print()  # Live leaves the cursor after the table only on a terminal
 
 
 def render_train_result(result: dict, console: Console = out) -> None:

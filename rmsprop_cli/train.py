@@ -107,7 +107,7 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
     optimizer = RMSProp.from_recipe(recipe)
     backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta,
                            optimizer.init(theta.size), X_train, y_train)
-    cb.status("Compiling kernels (cached after the first run)")
+    cb.status("Compiling kernels (the first run only; later runs load them from the cache)")
     backend.train_chunk(np.zeros(0, np.int64), 0, 0)   # compiles, or loads from Numba's cache
     history = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb)
 
