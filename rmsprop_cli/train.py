@@ -108,7 +108,7 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
     backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta,
                            optimizer.init(theta.size), X_train, y_train)
     cb.status("Compiling kernels (the first run only; later runs load them from the cache)")
-    backend.train_chunk(np.zeros(0, np.int64), 0, 0)   # compiles, or loads from Numba's cache
+    backend.warm_up()   # so that compiling is not counted in the first epoch's time
     history = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb)
 
     X_test, y_test = to_inputs(test_images), test_labels.astype(np.int64)

@@ -15,6 +15,9 @@ DEVICES = ("cpu",)
 class Backend(Protocol):
     name: str
 
+    def warm_up(self) -> None:
+        """Compile (or load from cache) every kernel, changing nothing."""
+
     def train_chunk(self, order: np.ndarray, start: int, n_batches: int) -> tuple[float, int, int, int]:
         """Train on n_batches batches from order[start:]; (loss sum, correct, seen, bad batch or -1)."""
 

@@ -35,9 +35,14 @@ class CpuBackend:
         self.v = np.array(opt_state["v"], dtype=np.float32)
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, batch_size, 1))
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
-        self.X = self.y = None
+        self.X, self.y = np.zeros((0, self.sizes[0]), np.float32), np.zeros(0, np.int64)
         if X is not None:
             self.set_training_data(X, y)
+
+    def warm_up(self):
+        """Compile the kernels, or load them from Numba's cache, without changing any state."""
+        self.train_chunk(np.zeros(0, np.int64), 0, 0)
+        self.evaluate(np.zeros((0, self.sizes[0]), np.float32), np.zeros(0, np.int64))
 
     def set_training_data(self, X, y):
         self.X = np.ascontiguousarray(X, dtype=np.float32)

@@ -77,8 +77,7 @@ def dense_forward(x, w, b, out, relu):
             t += 4
         if relu:
             for j in range(n_out):
-                if o[j] < ZERO:
-                    o[j] = ZERO
+                o[j] = max(o[j], ZERO)  # a select, not a branch: the sign is a coin flip
 
 
 @njit(**JIT)
