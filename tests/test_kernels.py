@@ -163,7 +163,7 @@ def _kernel_gradient(theta, sizes, X, y):
     grad = np.zeros_like(theta)
     acts, deltas, _ = _buffers(sizes, n, theta.dtype)
     K.act_view(acts, sizes_a, n, 0)[:] = X
-    K.forward(theta, sizes_a, acts, n, 0, n)
+    K.forward(theta, sizes_a, acts, n, n)
     L = len(sizes) - 1
     loss, _ = K.softmax_xent(K.act_view(acts, sizes_a, n, L), y, K.act_view(deltas, sizes_a, n, L),
                              theta.dtype.type(1 / n))

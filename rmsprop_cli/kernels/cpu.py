@@ -57,7 +57,7 @@ def dense_forward(x, w, b, out, relu):
     """
     n, n_in = x.shape
     n_out = w.shape[1]
-    cols = np.empty(n_in + 3, np.int64)
+    cols = np.empty(n_in, np.int64)
     for i in range(n):
         o = out[i]
         for j in range(n_out):
@@ -65,7 +65,7 @@ def dense_forward(x, w, b, out, relu):
         count = nonzero_cols(x, i, cols)
         t = 0
         while t < count:
-            # Pad a short last group with x = 0 at column cols[0]: a no-op add.
+            # A short last group repeats its last column with weight 0: a no-op add.
             k0, k1, k2, k3 = cols[t], cols[min(t + 1, count - 1)], cols[min(t + 2, count - 1)], cols[min(t + 3, count - 1)]
             a0 = x[i, k0]
             a1 = x[i, k1] if t + 1 < count else ZERO
@@ -82,7 +82,7 @@ def dense_forward(x, w, b, out, relu):
 
 @njit(**JIT)
 def weight_grad_row(x, delta, k, rows, g):
-    """g = x[:, k] @ delta, row k of dLoss/dW; rows is scratch of len(x) + 3.
+    """g = x[:, k] @ delta, row k of dLoss/dW; rows is scratch of len(x).
 
     Only rows with x[i, k] != 0 contribute, taken four at a time (the same
     trick as dense_forward) so g is loaded and stored once per four rows.
@@ -137,7 +137,7 @@ def input_grad(x, w, delta, dx):
 def dense_backward(x, w, delta, gw, gb, dx, want_dx):
     """Gradients of one dense layer given delta = dLoss/d(pre-activation):
     gw = x.T @ delta, gb = column sums of delta, and dx if want_dx."""
-    rows = np.empty(x.shape[0] + 3, np.int64)
+    rows = np.empty(x.shape[0], np.int64)
     for k in range(x.shape[1]):
         weight_grad_row(x, delta, k, rows, gw[k])
     bias_grad(delta, gb)
@@ -146,31 +146,22 @@ def dense_backward(x, w, delta, gw, gb, dx, want_dx):
 
 
 @njit(**JIT)
-def update_rows(x, w, b, delta, vw, vb, k_lo, k_hi, with_bias, lr, rho, eps, eps_outside):
-    """RMSProp step on rows k_lo:k_hi of W (and on b if with_bias), each
-    gradient row computed just before its use.
-
-    The gradient row is used while it is in L1 and never written out, so a
-    step streams W and v once instead of also writing and re-reading a
-    gradient as large as W.  Rows are independent, so threads can take
-    disjoint ranges of k and produce bit-identical results.
-    """
-    rows = np.empty(x.shape[0] + 3, np.int64)
-    g = np.empty(w.shape[1], np.float32)
-    for k in range(k_lo, k_hi):
-        weight_grad_row(x, delta, k, rows, g)
-        rmsprop_update(w[k], g, vw[k], lr, rho, eps, eps_outside)
-    if with_bias:
-        bias_grad(delta, g)
-        rmsprop_update(b, g, vb, lr, rho, eps, eps_outside)
-
-
-@njit(**JIT)
 def dense_backward_update(x, w, b, delta, vw, vb, dx, want_dx, lr, rho, eps, eps_outside):
-    """dense_backward fused with the RMSProp step; dx comes first, from W before its update."""
+    """dense_backward fused with the RMSProp step, one row of W at a time.
+
+    Each gradient row is used while it is in L1 and never written out, so a
+    step streams W and v once instead of also writing and re-reading a
+    gradient as large as W.  dx comes first, from W before its update.
+    """
     if want_dx:
         input_grad(x, w, delta, dx)
-    update_rows(x, w, b, delta, vw, vb, 0, x.shape[1], True, lr, rho, eps, eps_outside)
+    rows = np.empty(x.shape[0], np.int64)
+    g = np.empty(w.shape[1], np.float32)
+    for k in range(x.shape[1]):
+        weight_grad_row(x, delta, k, rows, g)
+        rmsprop_update(w[k], g, vw[k], lr, rho, eps, eps_outside)
+    bias_grad(delta, g)
+    rmsprop_update(b, g, vb, lr, rho, eps, eps_outside)
 
 
 @njit(**JIT)
@@ -261,12 +252,12 @@ def act_view(buf, sizes, rows, l):
 
 
 @njit(**JIT)
-def forward(theta, sizes, acts, rows, r0, r1):
-    """Run rows r0:r1 of layer 0's block through every layer; logits in the last block."""
+def forward(theta, sizes, acts, rows, m):
+    """Run the first m rows of layer 0's block through every layer; logits in the last block."""
     n_layers = sizes.size - 1
     for l in range(n_layers):
         w, b = param_layer(theta, sizes, l)
-        dense_forward(act_view(acts, sizes, rows, l)[r0:r1], w, b, act_view(acts, sizes, rows, l + 1)[r0:r1],
+        dense_forward(act_view(acts, sizes, rows, l)[:m], w, b, act_view(acts, sizes, rows, l + 1)[:m],
                       l < n_layers - 1)
 
 
@@ -304,7 +295,7 @@ def train_chunk(X, y, order, start, n_batches, batch_size, sizes, theta, v,
             src = order[lo + r]
             x0[r, :] = X[src]
             labels[r] = y[src]
-        forward(theta, sizes, acts, rows, 0, m)
+        forward(theta, sizes, acts, rows, m)
         loss, corr = softmax_xent(act_view(acts, sizes, rows, n_layers)[:m], labels[:m],
                                   act_view(deltas, sizes, rows, n_layers)[:m], ONE / np.float32(m))
         if not np.isfinite(loss):
@@ -332,7 +323,7 @@ def evaluate_rows(X, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
         m = min(rows, hi - start)
         act_view(acts, sizes, rows, 0)[:m] = X[start:start + m]
         labels[:m] = y[start:start + m]
-        forward(theta, sizes, acts, rows, 0, m)
+        forward(theta, sizes, acts, rows, m)
         z = act_view(acts, sizes, rows, n_layers)[:m]
         loss, corr = softmax_xent(z, labels[:m], act_view(deltas, sizes, rows, n_layers)[:m], ONE)
         loss_sum += loss
