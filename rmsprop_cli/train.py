@@ -31,13 +31,8 @@ class Callbacks:
     def epoch_end(self, metrics: dict) -> None: ...
 
 
-def to_inputs(images: np.ndarray) -> np.ndarray:
-    """uint8 (N, 28, 28) -> float32 (N, 784) in [0, 1]."""
-    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
-
-
 def split_validation(X, y, val_split: float):
-    """The last val_split of the rows are held out, before any shuffling (Keras' validation_split)."""
+    """The last val_split of the images are held out, before any shuffling (Keras' validation_split)."""
     n_train = int(math.floor(len(X) * (1.0 - val_split)))
     return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
@@ -97,8 +92,7 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
 
     images, labels, train_sums = data.load_mnist("train", data_dir, mirrors, reporter, recipe.limit)
     test_images, test_labels, test_sums = data.load_mnist("test", data_dir, mirrors, reporter, recipe.limit)
-    X, y = to_inputs(images), labels.astype(np.int64)
-    X_train, y_train, X_val, y_val = split_validation(X, y, recipe.val_split)
+    X_train, y_train, X_val, y_val = split_validation(images, labels.astype(np.int64), recipe.val_split)
     if len(X_train) == 0:
         raise ConfigError(f"no training images left: --limit {recipe.limit} with --val-split {recipe.val_split}")
 
@@ -111,11 +105,10 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
     backend.warm_up()   # so that compiling is not counted in the first epoch's time
     history = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb)
 
-    X_test, y_test = to_inputs(test_images), test_labels.astype(np.int64)
-    test_loss, test_correct, _ = backend.evaluate(X_test, y_test)
+    test_loss, test_correct, _ = backend.evaluate(test_images, test_labels)
     result = {
-        "test_accuracy": test_correct / len(X_test),
-        "test_loss": test_loss / len(X_test),
+        "test_accuracy": test_correct / len(test_images),
+        "test_loss": test_loss / len(test_images),
         "checkpoint": str(path),
         "device": backend.name,
         "epochs": history,
@@ -134,16 +127,15 @@ def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, li
     check_device(device)
     ckpt = checkpoint.load(path)
     images, labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, limit)
-    X, y = to_inputs(images), labels.astype(np.int64)
     optimizer = RMSProp.from_recipe(ckpt.recipe)
     opt_state = ckpt.opt_state if "v" in ckpt.opt_state else optimizer.init(ckpt.theta.size)
     backend = make_backend(device, ckpt.recipe.sizes, ckpt.recipe.batch_size, optimizer, ckpt.theta, opt_state)
-    loss, correct, confusion = backend.evaluate(X, y)
+    loss, correct, confusion = backend.evaluate(images, labels)
     per_class = [float(confusion[c, c] / row) if (row := confusion[c].sum()) else None
                  for c in range(confusion.shape[0])]
     return {
-        "test_accuracy": correct / len(X),
-        "test_loss": loss / len(X),
+        "test_accuracy": correct / len(images),
+        "test_loss": loss / len(images),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }

@@ -34,7 +34,7 @@ def main():
                     hidden=tuple(int(h) for h in args.hidden.split(",")))
     images, labels, _ = data.load_mnist("train", None, mirrors)
     test_images, test_labels, _ = data.load_mnist("test", None, mirrors)
-    X_train, y_train, X_val, y_val = train.split_validation(train.to_inputs(images), labels.astype(np.int64),
+    X_train, y_train, X_val, y_val = train.split_validation(images, labels.astype(np.int64),
                                                             recipe.val_split)
     rng = np.random.default_rng(0)
     theta = model.glorot_init(recipe.sizes, rng)
@@ -63,7 +63,7 @@ def main():
     print(f"median epoch {epoch:.3f} s (training {ts:.3f} s, {len(X_train) / ts:,.0f} samples/s); "
           f"first {history[0]['seconds']:.3f} s, last {history[-1]['seconds']:.3f} s")
 
-    X_test, y_test = train.to_inputs(test_images), test_labels.astype(np.int64)
+    X_test, y_test = test_images, test_labels
     runs = []
     for _ in range(5):
         t = time.perf_counter()

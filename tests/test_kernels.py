@@ -52,6 +52,20 @@ def sparse_inputs(rng, n, d, zero_fraction=0.6):
     return x
 
 
+def sparse_images(rng, n, d, zero_fraction=0.6):
+    """uint8 pixels, mostly zero, and the [0, 1] floats they stand for."""
+    images = rng.integers(1, 256, (n, d)).astype(np.uint8)
+    images[rng.random((n, d)) < zero_fraction] = 0
+    return images, images.astype(np.float32) / np.float32(255)
+
+
+def test_pixel_table_scales_exactly_like_numpy():
+    values = np.arange(256, dtype=np.uint8).reshape(1, -1)
+    row = np.zeros(256, np.float32)
+    K.load_row(values, 0, row)
+    np.testing.assert_array_equal(row, values[0].astype(np.float32) / np.float32(255))
+
+
 SHAPES = [(1, 1, 1), (3, 7, 5), (32, 784, 128), (32, 128, 64), (17, 64, 10), (5, 33, 31)]
 
 
@@ -238,7 +252,7 @@ def test_train_chunk_equals_naive_loop(outside):
     """Several batches (the last one partial) in one compiled call equal a numpy loop."""
     sizes, batch, n = (20, 12, 6, 4), 8, 30
     rng = np.random.default_rng(3)
-    X = sparse_inputs(rng, 50, sizes[0])
+    images, X = sparse_images(rng, 50, sizes[0])
     y = rng.integers(0, sizes[-1], 50)
     order = rng.permutation(50)[:n]
     theta = _network(sizes, 3, np.float32)
@@ -254,7 +268,7 @@ def test_train_chunk_equals_naive_loop(outside):
                                          np.float32(1e-7), outside)
 
     v = np.zeros_like(theta)
-    loss, correct, seen, bad = _train(X, y, order, 4, batch, sizes, theta, v, lr, outside)
+    loss, correct, seen, bad = _train(images, y, order, 4, batch, sizes, theta, v, lr, outside)
     assert (seen, bad) == (n, -1)
     assert loss == pytest.approx(ref_loss, rel=1e-4)
     np.testing.assert_allclose(theta, ref_theta, rtol=1e-3, atol=1e-4)
@@ -264,10 +278,10 @@ def test_train_chunk_equals_naive_loop(outside):
 def test_train_chunk_reports_the_batch_that_diverged():
     sizes, batch = (20, 12, 4), 4
     rng = np.random.default_rng(4)
-    X = sparse_inputs(rng, 40, sizes[0]) * 100
+    images, _ = sparse_images(rng, 40, sizes[0])
     y = rng.integers(0, sizes[-1], 40)
     theta = _network(sizes, 4, np.float32)
-    _, _, seen, bad = _train(X, y, np.arange(40), 10, batch, sizes, theta, np.zeros_like(theta), 1e30)
+    _, _, seen, bad = _train(images, y, np.arange(40), 10, batch, sizes, theta, np.zeros_like(theta), 1e30)
     assert 0 < bad < 10
     assert seen == bad * batch
 
@@ -276,7 +290,7 @@ def test_train_chunk_reports_the_batch_that_diverged():
 def test_evaluate_matches_numpy(n, rows, shards):
     sizes = (30, 16, 10)
     rng = np.random.default_rng(n)
-    X = sparse_inputs(rng, n, sizes[0])
+    images, X = sparse_images(rng, n, sizes[0])
     y = rng.integers(0, 10, n).astype(np.int64)
     theta = _network(sizes, n, np.float32)
     tv = model.views(theta, sizes)
@@ -284,7 +298,7 @@ def test_evaluate_matches_numpy(n, rows, shards):
     acts, deltas = np.zeros((shards, width), np.float32), np.zeros((shards, width), np.float32)
     labels = np.zeros((shards, rows), np.int64)
     confusion = np.zeros((10, 10), np.int64)
-    loss, correct = K.evaluate(X, y, theta, np.array(sizes), acts, deltas, labels, confusion)
+    loss, correct = K.evaluate(images, y, theta, np.array(sizes), acts, deltas, labels, confusion)
     h = naive_dense_forward(naive_dense_forward(X, tv[0], tv[1], True), tv[2], tv[3], False)
     ref_loss, ref_correct, _ = naive_softmax_xent(h, y)
     ref_conf = np.zeros((10, 10), np.int64)
@@ -292,3 +306,15 @@ def test_evaluate_matches_numpy(n, rows, shards):
     assert loss == pytest.approx(ref_loss, rel=1e-4)
     assert correct == ref_correct
     np.testing.assert_array_equal(confusion, ref_conf)
+
+
+@pytest.mark.parametrize("outside", [False, True])
+def test_decay_is_the_full_step_with_zero_gradient_bit_for_bit(outside):
+    rng = np.random.default_rng(11)
+    theta = rng.normal(size=1000).astype(np.float32)
+    v = (rng.random(1000) * 10.0 ** rng.integers(-38, 0, 1000)).astype(np.float32)
+    t_full, v_full = theta.copy(), v.copy()
+    K.rmsprop_update(t_full, np.zeros_like(theta), v_full, np.float32(0.01), np.float32(0.9), np.float32(1e-7), outside)
+    K.rmsprop_decay(v, np.float32(0.9))
+    np.testing.assert_array_equal(v, v_full)
+    np.testing.assert_array_equal(theta, t_full)

@@ -21,8 +21,8 @@ class Backend(Protocol):
     def train_chunk(self, order: np.ndarray, start: int, n_batches: int) -> tuple[float, int, int, int]:
         """Train on n_batches batches from order[start:]; (loss sum, correct, seen, bad batch or -1)."""
 
-    def evaluate(self, X: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
-        """(loss sum, correct, confusion matrix) over a whole dataset."""
+    def evaluate(self, images: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
+        """(loss sum, correct, confusion matrix) over uint8 images (N, 28, 28) or (N, 784)."""
 
     def params(self) -> np.ndarray:
         """The flat float32 parameter vector, on the host."""
@@ -37,9 +37,9 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")
 
 
-def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, X=None, y=None) -> Backend:
+def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None) -> Backend:
     check_device(device)
     if device == "cpu":
         from .cpu import CpuBackend
 
-        return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, X, y)
+        return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, images, y)

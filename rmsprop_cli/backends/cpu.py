@@ -24,10 +24,15 @@ def shard_buffers(sizes: np.ndarray, rows: int, shards: int):
             np.zeros((shards, rows), np.int64))
 
 
+def _pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
+    """uint8 images as contiguous (N, pixels) rows; the kernels scale them to [0, 1]."""
+    return np.ascontiguousarray(images.reshape(len(images), n_pixels), dtype=np.uint8)
+
+
 class CpuBackend:
     name = "cpu"
 
-    def __init__(self, sizes, batch_size, optimizer, theta, opt_state, X=None, y=None):
+    def __init__(self, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None):
         self.sizes = np.asarray(sizes, np.int64)
         self.batch_size = batch_size
         self.hyper = optimizer.kernel_args()
@@ -35,31 +40,29 @@ class CpuBackend:
         self.v = np.array(opt_state["v"], dtype=np.float32)
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, batch_size, 1))
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
-        self.X, self.y = np.zeros((0, self.sizes[0]), np.float32), np.zeros(0, np.int64)
-        if X is not None:
-            self.set_training_data(X, y)
+        self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
+        if images is not None:
+            self.set_training_data(images, y)
 
     def warm_up(self):
         """Compile the kernels, or load them from Numba's cache, without changing any state."""
         self.train_chunk(np.zeros(0, np.int64), 0, 0)
-        self.evaluate(np.zeros((0, self.sizes[0]), np.float32), np.zeros(0, np.int64))
+        self.evaluate(self.images[:0], self.y[:0])
 
-    def set_training_data(self, X, y):
-        self.X = np.ascontiguousarray(X, dtype=np.float32)
+    def set_training_data(self, images, y):
+        self.images = _pixels(images, self.sizes[0])
         self.y = np.ascontiguousarray(y, dtype=np.int64)
 
     def train_chunk(self, order, start, n_batches):
         loss, correct, seen, bad = K.train_chunk(
-            self.X, self.y, order, start, n_batches, self.batch_size, self.sizes, self.theta, self.v,
+            self.images, self.y, order, start, n_batches, self.batch_size, self.sizes, self.theta, self.v,
             *self.train_bufs, *self.hyper)
         return float(loss), int(correct), int(seen), int(bad)
 
-    def evaluate(self, X, y):
+    def evaluate(self, images, y):
         n_classes = int(self.sizes[-1])
         confusion = np.zeros((n_classes, n_classes), np.int64)
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        y = np.ascontiguousarray(y, dtype=np.int64)
-        loss, correct = K.evaluate(X, y, self.theta, self.sizes, *self.eval_bufs, confusion)
+        loss, correct = K.evaluate(_pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64), self.theta, self.sizes, *self.eval_bufs, confusion)
         return float(loss), int(correct), confusion
 
     def params(self):

@@ -20,6 +20,17 @@ ONE = np.float32(1.0)
 # Anything below this is flushed to zero; it is far below any useful v.
 FLUSH = np.float32(1e-30)
 LOGIT_FLOOR = np.float32(-60.0)
+# Images stay uint8 (a quarter of the memory traffic of float32 when a batch
+# is gathered); this table turns a pixel byte into the float32 that numpy's
+# byte / 255 gives, bit for bit.
+PIXELS = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
+
+@njit(**JIT)
+def load_row(images, src, x_row):
+    """x_row = images[src] scaled to [0, 1]."""
+    for k in range(x_row.size):
+        x_row[k] = PIXELS[images[src, k]]
 
 
 @njit(**JIT)
@@ -83,6 +94,7 @@ def dense_forward(x, w, b, out, relu):
 @njit(**JIT)
 def weight_grad_row(x, delta, k, rows, g):
     """g = x[:, k] @ delta, row k of dLoss/dW; rows is scratch of len(x).
+    Returns False when input k is zero in every row, so g is all zero.
 
     Only rows with x[i, k] != 0 contribute, taken four at a time (the same
     trick as dense_forward) so g is loaded and stored once per four rows.
@@ -90,6 +102,8 @@ def weight_grad_row(x, delta, k, rows, g):
     for j in range(g.size):
         g[j] = ZERO
     count = nonzero_rows(x, k, rows)
+    if count == 0:
+        return False
     t = 0
     while t < count:
         i0, i1, i2, i3 = rows[t], rows[min(t + 1, count - 1)], rows[min(t + 2, count - 1)], rows[min(t + 3, count - 1)]
@@ -101,6 +115,7 @@ def weight_grad_row(x, delta, k, rows, g):
         for j in range(g.size):
             g[j] += a0 * d0[j] + a1 * d1[j] + a2 * d2[j] + a3 * d3[j]
         t += 4
+    return True
 
 
 @njit(**JIT)
@@ -117,20 +132,23 @@ def bias_grad(delta, g):
 def input_grad(x, w, delta, dx):
     """dx = (delta @ w.T) masked by x > 0.
 
-    x is the previous layer's ReLU output, so the mask is ReLU's derivative,
-    and masked entries need no dot product.
+    x is the previous layer's ReLU output, so the mask is ReLU's derivative:
+    only the active units of each row (found branch-free, since which units
+    are active is a coin flip) get a dot product; the rest are zero.
     """
     n, n_in = x.shape
     n_out = w.shape[1]
+    active = np.empty(n_in, np.int64)
     for i in range(n):
+        count = nonzero_cols(x, i, active)  # ReLU outputs are >= 0: non-zero means active
         for k in range(n_in):
-            if x[i, k] > ZERO:
-                s = ZERO
-                for j in range(n_out):
-                    s += delta[i, j] * w[k, j]
-                dx[i, k] = s
-            else:
-                dx[i, k] = ZERO
+            dx[i, k] = ZERO
+        for t in range(count):
+            k = active[t]
+            s = ZERO
+            for j in range(n_out):
+                s += delta[i, j] * w[k, j]
+            dx[i, k] = s
 
 
 @njit(**JIT)
@@ -158,8 +176,13 @@ def dense_backward_update(x, w, b, delta, vw, vb, dx, want_dx, lr, rho, eps, eps
     rows = np.empty(x.shape[0], np.int64)
     g = np.empty(w.shape[1], np.float32)
     for k in range(x.shape[1]):
-        weight_grad_row(x, delta, k, rows, g)
-        rmsprop_update(w[k], g, vw[k], lr, rho, eps, eps_outside)
+        if weight_grad_row(x, delta, k, rows, g):
+            rmsprop_update(w[k], g, vw[k], lr, rho, eps, eps_outside)
+        else:
+            # A pixel that is blank in the whole batch (42% of them, on
+            # average) has g = 0: the step leaves W unchanged and only decays
+            # v, exactly as the full formula would.
+            rmsprop_decay(vw[k], rho)
     bias_grad(delta, g)
     rmsprop_update(b, g, vb, lr, rho, eps, eps_outside)
 
@@ -232,6 +255,14 @@ def rmsprop_update(theta, grad, v, lr, rho, eps, eps_outside):
 # arrays, and flat buffers let one kernel serve any depth of network.
 
 @njit(**JIT)
+def rmsprop_decay(v, rho):
+    """rmsprop_update's effect on v when g = 0: v <- rho*v, flushed; theta is unchanged."""
+    for i in range(v.size):
+        vi = rho * v[i]
+        v[i] = vi if vi >= FLUSH else ZERO
+
+
+@njit(**JIT)
 def param_layer(theta, sizes, l):
     """Views (W, b) of layer l in a flat parameter-shaped vector."""
     off = 0
@@ -262,7 +293,7 @@ def forward(theta, sizes, acts, rows, m):
 
 
 @njit(**JIT)
-def train_chunk(X, y, order, start, n_batches, batch_size, sizes, theta, v,
+def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, v,
                 acts, deltas, labels, lr, rho, eps, eps_outside):
     """Train on n_batches mini-batches taken from order[start:], in one call.
 
@@ -293,7 +324,7 @@ def train_chunk(X, y, order, start, n_batches, batch_size, sizes, theta, v,
         x0 = act_view(acts, sizes, rows, 0)
         for r in range(m):
             src = order[lo + r]
-            x0[r, :] = X[src]
+            load_row(images, src, x0[r])
             labels[r] = y[src]
         forward(theta, sizes, acts, rows, m)
         loss, corr = softmax_xent(act_view(acts, sizes, rows, n_layers)[:m], labels[:m],
@@ -312,8 +343,8 @@ def train_chunk(X, y, order, start, n_batches, batch_size, sizes, theta, v,
 
 
 @njit(**JIT)
-def evaluate_rows(X, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
-    """Loss sum and correct count over rows lo:hi of X, in blocks of the
+def evaluate_rows(images, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
+    """Loss sum and correct count over rows lo:hi of images, in blocks of the
     buffers' height; confusion[true, pred] += 1 for each row."""
     n_layers = sizes.size - 1
     rows = labels.size
@@ -321,8 +352,10 @@ def evaluate_rows(X, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
     correct = 0
     for start in range(lo, hi, rows):
         m = min(rows, hi - start)
-        act_view(acts, sizes, rows, 0)[:m] = X[start:start + m]
-        labels[:m] = y[start:start + m]
+        x0 = act_view(acts, sizes, rows, 0)
+        for r in range(m):
+            load_row(images, start + r, x0[r])
+            labels[r] = y[start + r]
         forward(theta, sizes, acts, rows, m)
         z = act_view(acts, sizes, rows, n_layers)[:m]
         loss, corr = softmax_xent(z, labels[:m], act_view(deltas, sizes, rows, n_layers)[:m], ONE)
@@ -334,8 +367,8 @@ def evaluate_rows(X, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
 
 
 @njit(**JIT_PARALLEL)
-def evaluate(X, y, theta, sizes, acts, deltas, labels, confusion):
-    """Loss sum and correct count over all of X; confusion[true, pred] += 1.
+def evaluate(images, y, theta, sizes, acts, deltas, labels, confusion):
+    """Loss sum and correct count over all images; confusion[true, pred] += 1.
 
     Rows are split into one contiguous range per shard, each on its own
     thread with its own buffers and counts, summed at the end.  Weights are
@@ -345,13 +378,13 @@ def evaluate(X, y, theta, sizes, acts, deltas, labels, confusion):
     wrong results.)
     """
     n_shards = labels.shape[0]
-    n = X.shape[0]
+    n = images.shape[0]
     per = -(-n // n_shards)
     losses = np.zeros(n_shards)
     corrects = np.zeros(n_shards, np.int64)
     confusions = np.zeros((n_shards, confusion.shape[0], confusion.shape[1]), np.int64)
     for s in prange(n_shards):
-        losses[s], corrects[s] = evaluate_rows(X, y, min(s * per, n), min((s + 1) * per, n), theta, sizes,
+        losses[s], corrects[s] = evaluate_rows(images, y, min(s * per, n), min((s + 1) * per, n), theta, sizes,
                                                acts[s], deltas[s], labels[s], confusions[s])
     for s in range(n_shards):
         confusion += confusions[s]
