@@ -89,43 +89,59 @@ def download(data_dir: DataDir = None, mirror: Mirror = None):
 
 @app.command()
 def train(
-    epochs: Annotated[int, typer.Option(help="Passes over the training set.")] = 10,
-    batch_size: Annotated[int, typer.Option(help="Images per mini-batch.")] = 32,
-    lr: Annotated[float, typer.Option(help="Learning rate η.")] = 0.001,
-    rho: Annotated[float, typer.Option(help="Decay ρ of the squared-gradient average.")] = 0.9,
-    eps: Annotated[float, typer.Option(help="ε in the denominator.")] = 1e-7,
-    eps_placement: Annotated[str, typer.Option(
-        help="inside: θ -= η·g/√(v+ε) (Keras); outside: θ -= η·g/(√v+ε) (PyTorch).")] = "inside",
-    hidden: Annotated[str, typer.Option(help="Hidden layer widths, comma-separated.")] = "128,64",
-    val_split: Annotated[float, typer.Option(help="Fraction of the training set, taken from its end, held out for validation.")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed for initial weights and batch order.")] = 0,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Passes over the training set, counting those of a resumed run [default: 10].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per mini-batch [default: 32].", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate η [default: 0.001].", show_default=False)] = None,
+    rho: Annotated[Optional[float], typer.Option(
+        help="Decay ρ of the squared-gradient average [default: 0.9].", show_default=False)] = None,
+    eps: Annotated[Optional[float], typer.Option(help="ε in the denominator [default: 1e-07].", show_default=False)] = None,
+    eps_placement: Annotated[Optional[str], typer.Option(
+        help="inside: θ -= η·g/√(v+ε) (Keras); outside: θ -= η·g/(√v+ε) (PyTorch) [default: inside].",
+        show_default=False)] = None,
+    hidden: Annotated[Optional[str], typer.Option(
+        help="Hidden layer widths, comma-separated [default: 128,64].", show_default=False)] = None,
+    val_split: Annotated[Optional[float], typer.Option(
+        help="Fraction of the training set, taken from its end, held out for validation [default: 0.2].",
+        show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Seed for initial weights and batch order [default: 0].",
+                                                show_default=False)] = None,
     limit: Limit = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
-             "[default: runs/<time>-<recipe>/model.safetensors].", show_default=False)] = None,
+             "[default: runs/<time>-<recipe>/model.safetensors, or the resumed checkpoint].", show_default=False)] = None,
+    resume: Annotated[Optional[Path], typer.Option(
+        help="Continue the run saved in this checkpoint (after Ctrl-C, --checkpoint-every or a finished run); "
+             "its recipe is kept, --epochs may grow.", show_default=False)] = None,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        help="Also save the checkpoint every N epochs during training.", show_default=False)] = None,
+    early_stopping: Annotated[Optional[int], typer.Option(
+        help="Stop when validation loss has not improved for this many epochs, keeping the best weights.",
+        show_default=False)] = None,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     device: Device = "cpu",
     json_: Json = False,
 ):
-    """Train a multilayer perceptron on MNIST with RMSProp, then report test accuracy and save a checkpoint."""
+    """Train a multilayer perceptron on MNIST with RMSProp, then report test accuracy and save a checkpoint.
+
+    Ctrl-C saves a checkpoint of the last finished chunk of batches and prints the command that resumes it.
+    """
     with _user_errors():
-        from .config import Recipe, parse_hidden
         from . import train as training
 
-        recipe = Recipe(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps,
-                        eps_placement=eps_placement, hidden=parse_hidden(hidden), val_split=val_split,
-                        seed=seed, limit=limit)
+        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps, eps_placement=eps_placement,
+                       hidden=hidden, val_split=val_split, seed=seed, limit=limit)
+        run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output, resume=resume,
+                   checkpoint_every=checkpoint_every, early_stopping=early_stopping)
         if json_:
-            result = training.run(recipe, device=device, data_dir=data_dir, mirrors=mirror or None, output=output)
-            typer.echo(json.dumps(result))
+            typer.echo(json.dumps(training.run(options, **run)))
             return
         from .console import TrainDisplay, render_train_result
 
         display = TrainDisplay()
         try:
-            result = training.run(recipe, device=device, data_dir=data_dir, mirrors=mirror or None,
-                                  output=output, reporter=_reporter(False), callbacks=display)
+            result = training.run(options, **run, reporter=_reporter(False), callbacks=display)
         finally:
             display.close()
         render_train_result(result)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 from .errors import ConfigError
 
@@ -98,3 +98,24 @@ class Recipe:
     def describe(self) -> str:
         """A short name for run folders: mlp784-128-64-10-rmsprop-lr0.001-b32."""
         return "mlp" + "-".join(map(str, self.sizes)) + f"-rmsprop-lr{self.lr:g}-b{self.batch_size}"
+
+
+def build_recipe(options: dict, resumed: Recipe | None = None) -> Recipe:
+    """The recipe from the options a user gave (None: not given).
+
+    A new run fills the rest with the defaults.  A resumed run keeps its
+    checkpoint's recipe: only --epochs may change (it counts all epochs of the
+    run); any other option that differs is an error, since continuing with a
+    different recipe would not be the same run.
+    """
+    given = {k: v for k, v in options.items() if v is not None}
+    if "hidden" in given:
+        given["hidden"] = parse_hidden(given["hidden"])
+    if resumed is None:
+        return Recipe(**given)
+    for name, value in given.items():
+        if name != "epochs" and getattr(resumed, name) != value:
+            raise ConfigError(
+                f"--{name.replace('_', '-')} {value} differs from the checkpoint's ({getattr(resumed, name)}): "
+                "a resumed run keeps its recipe; start a new run to change it")
+    return replace(resumed, epochs=given.get("epochs", resumed.epochs))

@@ -54,3 +54,16 @@ class TrainingDiverged(RmspropError):
             f"training diverged: the loss became NaN or infinite in epoch {epoch}, batch {batch}; "
             "try a smaller --lr"
         )
+
+
+class Interrupted(RmspropError):
+    """The user stopped training; a resumable checkpoint was saved first."""
+
+    exit_code = 130
+
+    def __init__(self, path, epoch: int, batch: int, n_batches: int):
+        self.path = path
+        super().__init__(
+            f"interrupted in epoch {epoch} after batch {batch} of {n_batches}; saved to {path}; "
+            f"resume with: rmsprop train --resume {path}"
+        )

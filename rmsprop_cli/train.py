@@ -6,8 +6,14 @@ check); each chunk is one compiled call into the backend.
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+import signal
+import threading
 import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -15,11 +21,12 @@ import numpy as np
 
 from . import checkpoint, data, model
 from .backends import check_device, make_backend
-from .config import Recipe
-from .errors import ConfigError, TrainingDiverged
+from .config import Recipe, build_recipe
+from .errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
 from .optim import RMSProp
 
 UPDATES_PER_EPOCH = 40  # progress refreshes per epoch; each costs a return to Python
+METRICS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 
 
 class Callbacks:
@@ -37,34 +44,133 @@ def split_validation(X, y, val_split: float):
     return X[:n_train], y[:n_train], X[n_train:], y[n_train:]
 
 
+@dataclass
+class Position:
+    """Where a run stands: enough to continue it bit for bit.
+
+    rng is the bit generator's state at the start of `epoch`, before that
+    epoch's shuffle, so a resumed run draws the same batch order; the partial
+    sums let the epoch's metrics cover the batches trained before the stop.
+    """
+
+    epoch: int
+    rng: dict
+    batch: int = 0
+    loss_sum: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Position":
+        return cls(**d)
+
+
 def fit(recipe: Recipe, backend, n_train: int, X_val, y_val, rng: np.random.Generator,
-        callbacks: Callbacks | None = None, history: list | None = None) -> list[dict]:
-    """Train for recipe.epochs epochs; returns the per-epoch metrics."""
+        callbacks: Callbacks | None = None, history: list | None = None, position: Position | None = None,
+        stop=None, after_epoch=None) -> tuple[list[dict], Position, bool]:
+    """Train until epoch recipe.epochs is done; returns (history, position, finished).
+
+    stop() is polled after every chunk of batches: when it says so, fit
+    returns early (finished False) with the position reached.  after_epoch(
+    history, position) runs after every epoch and may end training by
+    returning True (early stopping).
+    """
     cb = callbacks or Callbacks()
     history = list(history or [])
+    pos = position or Position(epoch=len(history) + 1, rng=rng.bit_generator.state)
+    rng.bit_generator.state = pos.rng
     n_batches = -(-n_train // recipe.batch_size)
     chunk = max(1, -(-n_batches // UPDATES_PER_EPOCH))
-    for epoch in range(len(history) + 1, recipe.epochs + 1):
+    while pos.epoch <= recipe.epochs:
+        epoch_rng = rng.bit_generator.state
         order = rng.permutation(n_train).astype(np.int64)
-        cb.epoch_start(epoch, recipe.epochs, n_batches, n_train)
-        t0 = time.perf_counter()
-        loss_sum, correct, seen = 0.0, 0, 0
-        for first in range(0, n_batches, chunk):
+        cb.epoch_start(pos.epoch, recipe.epochs, n_batches, n_train)
+        t0 = time.perf_counter() - pos.seconds
+        for first in range(pos.batch, n_batches, chunk):
             count = min(chunk, n_batches - first)
             loss, corr, n, bad = backend.train_chunk(order, first * recipe.batch_size, count)
             if bad >= 0:
-                raise TrainingDiverged(epoch, first + bad + 1)
-            loss_sum, correct, seen = loss_sum + loss, correct + corr, seen + n
-            cb.chunk_end(first + count, seen, loss_sum / seen, correct / seen)
-        metrics = {"epoch": epoch, "loss": loss_sum / seen, "accuracy": correct / seen,
+                raise TrainingDiverged(pos.epoch, first + bad + 1)
+            pos.batch, pos.loss_sum, pos.correct, pos.seen = first + count, pos.loss_sum + loss, pos.correct + corr, pos.seen + n
+            cb.chunk_end(pos.batch, pos.seen, pos.loss_sum / pos.seen, pos.correct / pos.seen)
+            if stop is not None and pos.batch < n_batches and stop():
+                pos.rng, pos.seconds = epoch_rng, time.perf_counter() - t0
+                return history, pos, False
+        metrics = {"epoch": pos.epoch, "loss": pos.loss_sum / pos.seen, "accuracy": pos.correct / pos.seen,
                    "val_loss": None, "val_accuracy": None}
         if len(X_val):
             vloss, vcorrect, _ = backend.evaluate(X_val, y_val)
             metrics["val_loss"], metrics["val_accuracy"] = vloss / len(X_val), vcorrect / len(X_val)
         metrics["seconds"] = time.perf_counter() - t0
         history.append(metrics)
+        pos = Position(epoch=pos.epoch + 1, rng=rng.bit_generator.state)
         cb.epoch_end(metrics)
-    return history
+        if after_epoch is not None and after_epoch(history, pos):
+            break
+        if stop is not None and pos.epoch <= recipe.epochs and stop():
+            return history, pos, False
+    return history, pos, True
+
+
+class EarlyStopping:
+    """Stop when validation loss has not improved for `patience` epochs, and
+    put back the weights (and optimizer state) of the best epoch.  Both live in
+    memory: a resumed run starts counting afresh."""
+
+    def __init__(self, patience: int, backend):
+        self.patience, self.backend = patience, backend
+        self.best_loss, self.best_epoch, self.best_state, self.wait = math.inf, None, None, 0
+        self.stopped = False
+
+    def __call__(self, history: list[dict]) -> bool:
+        last = history[-1]
+        if last["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch, self.wait = last["val_loss"], last["epoch"], 0
+            self.best_state = (self.backend.params(), self.backend.optimizer_state())
+            return False
+        self.wait += 1
+        self.stopped = self.wait >= self.patience
+        return self.stopped
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.backend.set_state(*self.best_state)
+
+
+@contextmanager
+def sigint_requests_stop():
+    """While active, the first Ctrl-C only raises a flag that training polls
+    between chunks (a compiled chunk cannot be interrupted half-way); a second
+    Ctrl-C aborts at once.  Yields the poll function."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    requested = threading.Event()
+
+    def handler(signum, frame):
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield requested.is_set
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """The per-epoch metrics as CSV beside the checkpoint, rewritten whole after each epoch."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS, lineterminator="\n")
+    writer.writeheader()
+    for m in history:
+        writer.writerow({k: "" if m[k] is None else m[k] for k in METRICS})
+    checkpoint.atomic_write(path.with_name("metrics.csv"), out.getvalue().encode())
 
 
 def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
@@ -82,12 +188,35 @@ def resolve_output(output: Path | None, recipe: Recipe) -> Path:
     return output
 
 
-def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, output: Path | None = None,
-        reporter=None, callbacks: Callbacks | None = None) -> dict:
-    """Everything `rmsprop train` does: data, model, fit, test, checkpoint."""
+def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, output: Path | None = None,
+        reporter=None, callbacks: Callbacks | None = None, resume: Path | None = None,
+        checkpoint_every: int | None = None, early_stopping: int | None = None, stop=None) -> dict:
+    """Everything `rmsprop train` does: data, model, fit, test, checkpoint.
+
+    options are the recipe's fields as the user gave them (None: not given).
+    With resume, the run continues the checkpoint's (see build_recipe) and
+    writes to it unless output says otherwise.  stop is
+    polled between chunks; by default Ctrl-C sets it.  When it fires, the
+    position reached is saved and Interrupted is raised.
+    """
     cb = callbacks or Callbacks()
     check_device(device)
-    path = resolve_output(output, recipe)
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise ConfigError(f"--checkpoint-every must be at least 1 epoch; got {checkpoint_every}")
+    if early_stopping is not None and early_stopping < 1:
+        raise ConfigError(f"--early-stopping must be a patience of at least 1 epoch; got {early_stopping}")
+    resumed = checkpoint.load(resume) if resume is not None else None
+    recipe = build_recipe(options, resumed.recipe if resumed else None)
+    if resumed is not None:
+        position = resumed.info.get("position")
+        if position is None:
+            raise CheckpointError(f"{resume} holds no training position to resume from")
+        if len(resumed.history) >= recipe.epochs:
+            raise ConfigError(f"{resume} has already trained {len(resumed.history)} epochs; "
+                              f"pass --epochs larger than {len(resumed.history)} to train more")
+    if early_stopping is not None and recipe.val_split == 0:
+        raise ConfigError("--early-stopping needs a validation set: use --val-split above 0")
+    path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
     checkpoint.check_writable(path)
 
     images, labels, train_sums = data.load_mnist("train", data_dir, mirrors, reporter, recipe.limit)
@@ -96,14 +225,46 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
     if len(X_train) == 0:
         raise ConfigError(f"no training images left: --limit {recipe.limit} with --val-split {recipe.val_split}")
 
-    rng = np.random.default_rng(recipe.seed)
-    theta = model.glorot_init(recipe.sizes, rng)
     optimizer = RMSProp.from_recipe(recipe)
-    backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta,
-                           optimizer.init(theta.size), X_train, y_train)
+    rng = np.random.default_rng(recipe.seed)
+    if resumed is None:
+        theta = model.glorot_init(recipe.sizes, rng)
+        opt_state, history, pos = optimizer.init(theta.size), [], None
+    else:
+        theta, opt_state, history = resumed.theta, resumed.opt_state, resumed.history
+        pos = Position.from_dict(resumed.info["position"])
+    backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta, opt_state, X_train, y_train)
     cb.status("Compiling kernels (the first run only; later runs load them from the cache)")
     backend.warm_up()   # so that compiling is not counted in the first epoch's time
-    history = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb)
+    n_batches = -(-len(X_train) // recipe.batch_size)
+    info = {"dataset": {**train_sums, **test_sums}, "device": backend.name, "optimizer": "rmsprop"}
+
+    def save(history, pos, **extra):
+        steps = (pos.epoch - 1) * n_batches + pos.batch
+        checkpoint.save(path, checkpoint.Checkpoint(recipe, backend.params(), backend.optimizer_state(), history,
+                                                    {**info, "steps": steps, "position": pos.to_dict(), **extra}))
+        write_metrics(path, history)
+
+    stopper = EarlyStopping(early_stopping, backend) if early_stopping else None
+
+    def after_epoch(history, pos):
+        if checkpoint_every and history[-1]["epoch"] % checkpoint_every == 0:
+            save(history, pos)
+        else:
+            write_metrics(path, history)
+        return stopper is not None and stopper(history)
+
+    with (nullcontext(stop) if stop is not None else sigint_requests_stop()) as poll:
+        history, pos, finished = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb, history, pos,
+                                     poll, after_epoch)
+    if not finished:
+        save(history, pos)
+        raise Interrupted(path, pos.epoch, pos.batch, n_batches)
+    extra = {}
+    if stopper is not None and stopper.stopped:
+        stopper.restore()
+        extra = {"early_stopping": {"stopped_after_epoch": len(history), "best_epoch": stopper.best_epoch,
+                                    "best_val_loss": stopper.best_loss}}
 
     test_loss, test_correct, _ = backend.evaluate(test_images, test_labels)
     result = {
@@ -112,12 +273,9 @@ def run(recipe: Recipe, *, device: str = "cpu", data_dir=None, mirrors=None, out
         "checkpoint": str(path),
         "device": backend.name,
         "epochs": history,
+        **extra,
     }
-    info = {"dataset": {**train_sums, **test_sums}, "device": backend.name,
-            "steps": len(history) * -(-len(X_train) // recipe.batch_size),
-            "test_accuracy": result["test_accuracy"], "test_loss": result["test_loss"],
-            "optimizer": "rmsprop"}
-    checkpoint.save(path, checkpoint.Checkpoint(recipe, backend.params(), backend.optimizer_state(), history, info))
+    save(history, pos, test_accuracy=result["test_accuracy"], test_loss=result["test_loss"], **extra)
     return result
 
 

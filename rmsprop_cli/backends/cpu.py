@@ -65,6 +65,10 @@ class CpuBackend:
         loss, correct = K.evaluate(_pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64), self.theta, self.sizes, *self.eval_bufs, confusion)
         return float(loss), int(correct), confusion
 
+    def set_state(self, theta, opt_state):
+        self.theta[:] = theta
+        self.v[:] = opt_state["v"]
+
     def params(self):
         return self.theta.copy()
 
