@@ -60,12 +60,12 @@ def _user_errors():
     except RmspropError as e:
         from .console import error
 
-        error(str(e))
+        error(str(e), e.label)
         raise typer.Exit(e.exit_code) from None
     except KeyboardInterrupt:
         from .console import error
 
-        error("interrupted")
+        error("stopped before anything was saved", "Interrupted")
         raise typer.Exit(130) from None
 
 

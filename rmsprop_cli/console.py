@@ -101,6 +101,10 @@ class TrainDisplay(Callbacks):
 
 
 def render_train_result(result: dict, console: Console = out) -> None:
+    if "early_stopping" in result:
+        info = result["early_stopping"]
+        console.print(f"Early stopping after epoch {info['stopped_after_epoch']}: kept the weights of epoch "
+                      f"{info['best_epoch']} (val_loss {info['best_val_loss']:.4f})")
     console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], "
                   f"test loss {_num(result['test_loss'])} ({result['device']})")
     console.print(f"Checkpoint saved to [bold]{result['checkpoint']}[/bold]")
@@ -132,5 +136,5 @@ def render_download(paths: dict, console: Console = out) -> None:
         console.print(f"[green]✓[/green] {name} → {path}")
 
 
-def error(message: str) -> None:
-    err.print(f"[bold red]Error:[/bold red] {message}", highlight=False, soft_wrap=True)
+def error(message: str, label: str = "Error") -> None:
+    err.print(f"[bold red]{label}:[/bold red] {message}", highlight=False, soft_wrap=True)

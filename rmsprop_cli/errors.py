@@ -9,6 +9,7 @@ class RmspropError(Exception):
     """Base of every error a user can cause or fix; the message is for them."""
 
     exit_code = 1
+    label = "Error"
 
 
 class ConfigError(RmspropError):
@@ -61,9 +62,9 @@ class Interrupted(RmspropError):
 
     exit_code = 130
 
+    label = "Interrupted"
+
     def __init__(self, path, epoch: int, batch: int, n_batches: int):
         self.path = path
-        super().__init__(
-            f"interrupted in epoch {epoch} after batch {batch} of {n_batches}; saved to {path}; "
-            f"resume with: rmsprop train --resume {path}"
-        )
+        where = f"after epoch {epoch - 1}" if batch == 0 else f"in epoch {epoch} after batch {batch} of {n_batches}"
+        super().__init__(f"stopped {where}; saved to {path}; resume with: rmsprop train --resume {path}")
