@@ -175,5 +175,30 @@ def evaluate(
         render_evaluation(result)
 
 
+@app.command()
+def predict(
+    checkpoint: Annotated[Path, typer.Argument(help="A model.safetensors file written by `rmsprop train`.",
+                                               show_default=False)],
+    images: Annotated[list[Path], typer.Argument(
+        help="PNG or JPEG files of single digits, any size, dark on light or light on dark; "
+             "or MNIST-style IDX image files (see --index).", show_default=False)],
+    index: Annotated[Optional[list[int]], typer.Option(
+        help="Which images of an IDX file to classify; repeat for several [default: 0].", show_default=False)] = None,
+    device: Device = "cpu",
+    json_: Json = False,
+):
+    """Classify your own digit images: the predicted digit and the three most likely, with probabilities."""
+    with _user_errors():
+        from . import train as training
+
+        results = training.predict(checkpoint, images, indices=index, device=device)
+        if json_:
+            typer.echo(json.dumps({"predictions": results}))
+            return
+        from .console import render_predictions
+
+        render_predictions(results)
+
+
 def main():
     app()

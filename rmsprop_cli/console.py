@@ -131,6 +131,17 @@ def render_evaluation(result: dict, console: Console = out) -> None:
     console.print(cm)
 
 
+def render_predictions(results: list[dict], console: Console = out) -> None:
+    table = Table(title="Predictions", title_justify="left")
+    table.add_column("image", overflow="fold")
+    table.add_column("digit", justify="center", style="bold")
+    table.add_column("top 3", justify="left")
+    for r in results:
+        top = "   ".join(f"{t['digit']} {100 * t['probability']:6.2f}%" for t in r["top3"])
+        table.add_row(r["image"], str(r["digit"]), top)
+    console.print(table)
+
+
 def render_download(paths: dict, console: Console = out) -> None:
     for name, path in paths.items():
         console.print(f"[green]✓[/green] {name} → {path}")

@@ -68,3 +68,7 @@ class Interrupted(RmspropError):
         self.path = path
         where = f"after epoch {epoch - 1}" if batch == 0 else f"in epoch {epoch} after batch {batch} of {n_batches}"
         super().__init__(f"stopped {where}; saved to {path}; resume with: rmsprop train --resume {path}")
+
+
+class ImageError(DataError):
+    """A user's image that cannot be read or holds no digit."""

@@ -232,7 +232,13 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
         opt_state, history, pos = optimizer.init(theta.size), [], None
     else:
         theta, opt_state, history = resumed.theta, resumed.opt_state, resumed.history
-        pos = Position.from_dict(resumed.info["position"])
+        try:
+            pos = Position.from_dict(resumed.info["position"])
+            rng.bit_generator.state = pos.rng
+        except (TypeError, ValueError, KeyError):
+            raise CheckpointError(f"{resume} has a damaged training position; it cannot be resumed") from None
+        if "v" not in opt_state:
+            raise CheckpointError(f"{resume} holds no RMSProp state (optimizer.v); it cannot be resumed")
     backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta, opt_state, X_train, y_train)
     cb.status("Compiling kernels (the first run only; later runs load them from the cache)")
     backend.warm_up()   # so that compiling is not counted in the first epoch's time
@@ -297,3 +303,29 @@ def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, li
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
     }
+
+
+def predict(path: Path, images: list, *, indices: list[int] | None = None, device: str = "cpu") -> list[dict]:
+    """Everything `rmsprop predict` does: each image file (or IDX file, at the
+    given indices) made MNIST-like and classified, most likely digits first."""
+    from .images import is_idx, load_idx_images, load_image
+
+    check_device(device)
+    ckpt = checkpoint.load(path)
+    named = []
+    for image in images:
+        if is_idx(image):
+            named += load_idx_images(image, indices or [])
+        else:
+            named.append((str(image), load_image(image)))
+    optimizer = RMSProp.from_recipe(ckpt.recipe)
+    backend = make_backend(device, ckpt.recipe.sizes, ckpt.recipe.batch_size, optimizer, ckpt.theta,
+                           optimizer.init(ckpt.theta.size))
+    probs = backend.predict_proba(np.stack([pixels for _, pixels in named]))
+    results = []
+    for (name, _), p in zip(named, probs):
+        ranked = np.argsort(-p, kind="stable")
+        results.append({"image": name, "digit": int(ranked[0]),
+                        "top3": [{"digit": int(d), "probability": float(p[d])} for d in ranked[:3]],
+                        "probabilities": [float(x) for x in p]})
+    return results

@@ -106,3 +106,34 @@ def test_bad_checkpoints_are_clear_errors(tmp_path, damage, words):
     damage(path)
     with pytest.raises(CheckpointError, match=words):
         checkpoint.load(path)
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.binary(max_size=2000))
+def test_random_bytes_are_a_clean_error(tmp_path, blob):
+    path = tmp_path / "fuzz.safetensors"
+    path.write_bytes(blob)
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.data())
+def test_damaged_real_checkpoints_load_or_fail_cleanly(tmp_path, data):
+    """Flip, cut or splice bytes of a real checkpoint: a valid result or CheckpointError, nothing else."""
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, make_checkpoint(hidden=(3,)))
+    raw = bytearray(path.read_bytes())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] = data.draw(st.integers(0, 255))
+    raw = raw[: data.draw(st.integers(0, len(raw)))]
+    path.write_bytes(bytes(raw))
+    try:
+        back = checkpoint.load(path)
+    except CheckpointError:
+        return
+    assert back.theta.dtype == np.float32 and back.theta.size == model.n_params(back.recipe.sizes)

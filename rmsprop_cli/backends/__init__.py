@@ -24,6 +24,9 @@ class Backend(Protocol):
     def evaluate(self, images: np.ndarray, y: np.ndarray) -> tuple[float, int, np.ndarray]:
         """(loss sum, correct, confusion matrix) over uint8 images (N, 28, 28) or (N, 784)."""
 
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, classes) of uint8 images."""
+
     def set_state(self, theta: np.ndarray, opt_state: dict[str, np.ndarray]) -> None:
         """Replace parameters and optimizer buffers (flat float32, from the host)."""
 

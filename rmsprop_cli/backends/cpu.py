@@ -65,6 +65,12 @@ class CpuBackend:
         loss, correct = K.evaluate(_pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64), self.theta, self.sizes, *self.eval_bufs, confusion)
         return float(loss), int(correct), confusion
 
+    def predict_proba(self, images):
+        n_classes = int(self.sizes[-1])
+        probs = np.zeros((len(images), n_classes), np.float32)
+        K.predict_proba(_pixels(images, self.sizes[0]), self.theta, self.sizes, self.eval_bufs[0][0], probs)
+        return probs
+
     def set_state(self, theta, opt_state):
         self.theta[:] = theta
         self.v[:] = opt_state["v"]

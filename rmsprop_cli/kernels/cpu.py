@@ -343,6 +343,29 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, v,
 
 
 @njit(**JIT)
+def predict_proba(images, theta, sizes, acts, probs):
+    """Class probabilities (softmax of the logits) of every image, in blocks of the buffer's height."""
+    n_layers = sizes.size - 1
+    rows = acts.size // sizes.sum()
+    for start in range(0, images.shape[0], rows):
+        m = min(rows, images.shape[0] - start)
+        x0 = act_view(acts, sizes, rows, 0)
+        for r in range(m):
+            load_row(images, start + r, x0[r])
+        forward(theta, sizes, acts, rows, m)
+        z = act_view(acts, sizes, rows, n_layers)
+        for i in range(m):
+            top = z[i].max()
+            total = ZERO
+            for j in range(z.shape[1]):
+                e = np.exp(z[i, j] - top)
+                probs[start + i, j] = e
+                total += e
+            for j in range(z.shape[1]):
+                probs[start + i, j] /= total
+
+
+@njit(**JIT)
 def evaluate_rows(images, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
     """Loss sum and correct count over rows lo:hi of images, in blocks of the
     buffers' height; confusion[true, pred] += 1 for each row."""
