@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,13 +61,25 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise OutputError(f"cannot write {path}: {e.strerror or e}; choose another --output") from None
 
 
-def check_writable(path: Path) -> None:
-    """Fail before training, not after it, when the checkpoint cannot be written."""
+def check_writable(path: Path, size: int = 0) -> None:
+    """Fail before training, not after it, when a checkpoint of about `size`
+    bytes cannot be written: a folder in the way, no permission, a read-only
+    file system, or too little free space (twice the size: the new file is
+    written beside the old one before it replaces it)."""
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write checkpoint to {path}: it is a folder; give a file name ending in .safetensors")
     atomic_write(path.parent / f".{path.name}.probe", b"")
     os.unlink(path.parent / f".{path.name}.probe")
+    free = shutil.disk_usage(path.parent).free
+    if free < 2 * size:
+        raise OutputError(f"cannot write checkpoint to {path}: {free / 2**20:.1f} MiB free there, "
+                          f"{2 * size / 2**20:.1f} MiB needed; free some space or choose another --output")
+
+
+def size_estimate(sizes, n_buffers: int = 1) -> int:
+    """Bytes of a checkpoint: float32 parameters and optimizer buffers, plus room for metadata."""
+    return 4 * model.n_params(sizes) * (1 + n_buffers) + 2**16
 
 
 def save(path: Path, ckpt: Checkpoint) -> None:

@@ -32,6 +32,8 @@ class DownloadReporter:
         self.progress = None
 
     def start(self, name: str, total: int | None) -> None:
+        if not self.console.is_terminal:
+            return  # a transient bar leaves only blank lines in a log
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeRemainingColumn(), console=self.console, transient=True)
         self.progress.start()

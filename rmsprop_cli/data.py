@@ -272,8 +272,8 @@ def _problem(data: bytes, fname: str) -> str | None:
         return None
     try:
         parse_idx(data, fname)
-    except DataError:
-        return "not a valid IDX file"
+    except DataError as e:
+        return "not a valid IDX file: " + str(e).removeprefix(f"{fname}: ")
     return "checksum mismatch"
 
 
@@ -331,9 +331,11 @@ def _download(
     if not tried:
         raise DownloadError(f"cannot download {fname}: no mirrors given; {MIRROR_HINT}")
     summary = f"cannot download {fname}: tried {'; '.join(tried)}"
-    if "checksum" in kinds and "network" not in kinds:
+    if "network" in kinds or not kinds & {"checksum", "bad"}:
+        raise DownloadError(f"{summary}; {MIRROR_HINT}")
+    if "checksum" in kinds:
         raise ChecksumError(f"{summary}; {CHECKSUM_HINT}")
-    raise DownloadError(f"{summary}; {MIRROR_HINT}")
+    raise DownloadError(f"{summary}; {CHECKSUM_HINT}")
 
 
 def _write_atomic(path: Path, data: bytes) -> None:

@@ -217,7 +217,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     if early_stopping is not None and recipe.val_split == 0:
         raise ConfigError("--early-stopping needs a validation set: use --val-split above 0")
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
-    checkpoint.check_writable(path)
+    checkpoint.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(RMSProp.state_names)))
 
     images, labels, train_sums = data.load_mnist("train", data_dir, mirrors, reporter, recipe.limit)
     test_images, test_labels, test_sums = data.load_mnist("test", data_dir, mirrors, reporter, recipe.limit)

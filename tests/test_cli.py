@@ -202,3 +202,26 @@ def test_environment_variables_set_data_dir_and_mirror(mnist_dir, tmp_path, monk
     result = invoke("download")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "env-data" / "mnist" / "t10k-labels-idx1-ubyte").is_file()
+
+
+def test_full_disk_fails_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10**9, 10**9 - 1000, 1000))
+    # A dead mirror and an empty data folder: only an error raised before any download passes.
+    result = invoke("train", "--output", tmp_path / "o", "--data-dir", tmp_path / "d", "--mirror", dead_url())
+    assert_user_error(result, 5, "MiB free there", "--output")
+
+
+def test_read_only_output_fails_before_training(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)  # root ignores chmod, so simulate the file system
+    result = invoke("train", "--output", tmp_path / "o", "--data-dir", tmp_path / "d", "--mirror", dead_url())
+    assert_user_error(result, 5, "Read-only file system", "choose another --output")
