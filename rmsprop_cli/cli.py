@@ -25,11 +25,11 @@ app = typer.Typer(
 
 DataDir = Annotated[Optional[Path], typer.Option(
     "--data-dir", envvar="RMSPROP_DATA_DIR", show_default=False,
-    help="Where MNIST is cached [default: your user cache folder, e.g. ~/.cache/rmsprop-cli].")]
+    help="Where MNIST is cached \\[default: your user cache folder, e.g. ~/.cache/rmsprop-cli].")]
 Mirror = Annotated[Optional[list[str]], typer.Option(
-    "--mirror", envvar="RMSPROP_MIRROR", show_default=False,
+    "--mirror", envvar="RMSPROP_MIRROR", show_default=False, metavar="URL_OR_DIR",
     help="URL prefix or local folder holding the four MNIST files; repeat to give several "
-         "(in RMSPROP_MIRROR separate them with spaces) [default: the public mirrors].")]
+         "(in RMSPROP_MIRROR separate them with spaces) \\[default: the public mirrors].")]
 Limit = Annotated[Optional[int], typer.Option(
     help="Use only the first N training and N test images (quick runs).", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
@@ -90,26 +90,26 @@ def download(data_dir: DataDir = None, mirror: Mirror = None):
 @app.command()
 def train(
     epochs: Annotated[Optional[int], typer.Option(
-        help="Passes over the training set, counting those of a resumed run [default: 10].", show_default=False)] = None,
-    batch_size: Annotated[Optional[int], typer.Option(help="Images per mini-batch [default: 32].", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate η [default: 0.001].", show_default=False)] = None,
+        help="Passes over the training set, counting those of a resumed run \\[default: 10].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="Images per mini-batch \\[default: 32].", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help="Learning rate η \\[default: 0.001].", show_default=False)] = None,
     rho: Annotated[Optional[float], typer.Option(
-        help="Decay ρ of the squared-gradient average [default: 0.9].", show_default=False)] = None,
-    eps: Annotated[Optional[float], typer.Option(help="ε in the denominator [default: 1e-07].", show_default=False)] = None,
+        help="Decay ρ of the squared-gradient average \\[default: 0.9].", show_default=False)] = None,
+    eps: Annotated[Optional[float], typer.Option(help="ε in the denominator \\[default: 1e-07].", show_default=False)] = None,
     eps_placement: Annotated[Optional[str], typer.Option(
-        help="inside: θ -= η·g/√(v+ε) (Keras); outside: θ -= η·g/(√v+ε) (PyTorch) [default: inside].",
+        help="inside: θ -= η·g/√(v+ε) (Keras); outside: θ -= η·g/(√v+ε) (PyTorch) \\[default: inside].",
         show_default=False)] = None,
     hidden: Annotated[Optional[str], typer.Option(
-        help="Hidden layer widths, comma-separated [default: 128,64].", show_default=False)] = None,
+        help="Hidden layer widths, comma-separated \\[default: 128,64].", show_default=False)] = None,
     val_split: Annotated[Optional[float], typer.Option(
-        help="Fraction of the training set, taken from its end, held out for validation [default: 0.2].",
+        help="Fraction of the training set, taken from its end, held out for validation \\[default: 0.2].",
         show_default=False)] = None,
-    seed: Annotated[Optional[int], typer.Option(help="Seed for initial weights and batch order [default: 0].",
+    seed: Annotated[Optional[int], typer.Option(help="Seed for initial weights and batch order \\[default: 0].",
                                                 show_default=False)] = None,
     limit: Limit = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
-             "[default: runs/<time>-<recipe>/model.safetensors, or the resumed checkpoint].", show_default=False)] = None,
+             "\\[default: runs/<time>-<recipe>/model.safetensors, or the resumed checkpoint].", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run saved in this checkpoint (after Ctrl-C, --checkpoint-every or a finished run); "
              "its recipe is kept, --epochs may grow.", show_default=False)] = None,
@@ -149,7 +149,7 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(help="A model.safetensors file written by `rmsprop train`.",
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.",
                                                show_default=False)],
     data_dir: DataDir = None,
     mirror: Mirror = None,
@@ -177,13 +177,13 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(help="A model.safetensors file written by `rmsprop train`.",
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.",
                                                show_default=False)],
     images: Annotated[list[Path], typer.Argument(
-        help="PNG or JPEG files of single digits, any size, dark on light or light on dark; "
+        metavar="IMAGE", help="PNG or JPEG files of single digits, any size, dark on light or light on dark; "
              "or MNIST-style IDX image files (see --index).", show_default=False)],
     index: Annotated[Optional[list[int]], typer.Option(
-        help="Which images of an IDX file to classify; repeat for several [default: 0].", show_default=False)] = None,
+        metavar="N", help="Which images of an IDX file to classify; repeat for several \\[default: 0].", show_default=False)] = None,
     device: Device = "cpu",
     json_: Json = False,
 ):
