@@ -107,6 +107,50 @@ def train(
     seed: Annotated[Optional[int], typer.Option(help="Seed for initial weights and batch order \\[default: 0].",
                                                 show_default=False)] = None,
     limit: Limit = None,
+    optimizer: Annotated[Optional[str], typer.Option(
+        help="rmsprop, or a rival: sgd, momentum (SGD with momentum 0.9), adagrad, adam \\[default: rmsprop].",
+        show_default=False, rich_help_panel="Optimizer")] = None,
+    centered: Annotated[bool, typer.Option(
+        "--centered", help="Divide by √(v − m² + ε), m the running mean gradient.", rich_help_panel="Optimizer")] = False,
+    momentum: Annotated[Optional[float], typer.Option(
+        help="μ: b ← μ·b + η·g/denominator, θ ← θ − b \\[default: 0; 0.9 for --optimizer momentum].",
+        show_default=False, rich_help_panel="Optimizer")] = None,
+    nesterov: Annotated[bool, typer.Option(
+        "--nesterov", help="Nesterov's form of the momentum: θ ← θ − (η·g/denominator + μ·b).",
+        rich_help_panel="Optimizer")] = False,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help="λ: L2 penalty added to the gradient, g + λ·θ (PyTorch) \\[default: 0].", show_default=False,
+        rich_help_panel="Optimizer")] = None,
+    decoupled_decay: Annotated[bool, typer.Option(
+        "--decoupled-decay", help="Apply weight decay on its own, θ ← θ − η·λ·θ (Keras), not through the gradient.",
+        rich_help_panel="Optimizer")] = False,
+    initial_accumulator: Annotated[Optional[float], typer.Option(
+        help="Starting value of v \\[default: 0; 0.1 for adagrad].", show_default=False,
+        rich_help_panel="Optimizer")] = None,
+    bias_correction: Annotated[bool, typer.Option(
+        "--bias-correction", help="Divide v by (1 − ρ^t) (Optax).", rich_help_panel="Optimizer")] = False,
+    clip_norm: Annotated[Optional[float], typer.Option(
+        help="Scale the whole gradient down to this global L2 norm.", show_default=False,
+        rich_help_panel="Optimizer")] = None,
+    clip_value: Annotated[Optional[float], typer.Option(
+        help="Clip every gradient value to [−c, c].", show_default=False, rich_help_panel="Optimizer")] = None,
+    schedule: Annotated[Optional[str], typer.Option(
+        help="Learning rate over time: constant, step (× decay rate every decay steps), exponential, cosine "
+             "(to 0 at the last step) \\[default: constant].", show_default=False, rich_help_panel="Optimizer")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(
+        help="Raise the learning rate linearly from 0 over this many steps first \\[default: 0].",
+        show_default=False, rich_help_panel="Optimizer")] = None,
+    decay_steps: Annotated[Optional[int], typer.Option(
+        help="Steps per decay of the step and exponential schedules \\[default: one epoch].", show_default=False,
+        rich_help_panel="Optimizer")] = None,
+    decay_rate: Annotated[Optional[float], typer.Option(
+        help="Factor per decay steps \\[default: 0.5].", show_default=False, rich_help_panel="Optimizer")] = None,
+    beta1: Annotated[Optional[float], typer.Option(
+        help="Adam's decay of the mean gradient \\[default: 0.9].", show_default=False,
+        rich_help_panel="Optimizer")] = None,
+    beta2: Annotated[Optional[float], typer.Option(
+        help="Adam's decay of the squared gradient \\[default: 0.999].", show_default=False,
+        rich_help_panel="Optimizer")] = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
              "\\[default: runs/<time>-<recipe>/model.safetensors, or the resumed checkpoint].", show_default=False)] = None,
@@ -131,7 +175,12 @@ def train(
         from . import train as training
 
         options = dict(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps, eps_placement=eps_placement,
-                       hidden=hidden, val_split=val_split, seed=seed, limit=limit)
+                       hidden=hidden, val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,
+                       centered=centered or None, momentum=momentum, nesterov=nesterov or None,
+                       weight_decay=weight_decay, decoupled_decay=decoupled_decay or None,
+                       initial_accumulator=initial_accumulator, bias_correction=bias_correction or None,
+                       clip_norm=clip_norm, clip_value=clip_value, schedule=schedule, warmup_steps=warmup_steps,
+                       decay_steps=decay_steps, decay_rate=decay_rate, beta1=beta1, beta2=beta2)
         run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output, resume=resume,
                    checkpoint_every=checkpoint_every, early_stopping=early_stopping)
         if json_:

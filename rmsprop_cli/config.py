@@ -50,6 +50,23 @@ class Recipe:
     limit: int | None = None
     n_inputs: int = 784
     n_classes: int = 10
+    # The optimizer and RMSProp's options (see optim.py); the defaults are plain RMSProp.
+    optimizer: str = "rmsprop"
+    centered: bool = False
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decoupled_decay: bool = False
+    initial_accumulator: float | None = None
+    bias_correction: bool = False
+    clip_norm: float | None = None
+    clip_value: float | None = None
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    decay_steps: int | None = None
+    decay_rate: float = 0.5
+    beta1: float = 0.9
+    beta2: float = 0.999
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
@@ -81,6 +98,33 @@ class Recipe:
             bad(f"--limit must be at least 1; got {self.limit}")
         if any(h < 1 for h in self.hidden):
             bad(f"--hidden layer widths must be at least 1; got {self.hidden}")
+        from .optim import OPTIMIZERS, SCHEDULES
+
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            bad(f"--schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
+        if not (0 <= self.momentum < 1):
+            bad(f"--momentum must be in [0, 1); got {self.momentum}")
+        if self.nesterov and self.momentum == 0 and self.optimizer != "momentum":
+            bad("--nesterov needs --momentum above 0")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            bad(f"--weight-decay must be 0 or more; got {self.weight_decay}")
+        if self.initial_accumulator is not None and not (self.initial_accumulator >= 0):
+            bad(f"--initial-accumulator must be 0 or more; got {self.initial_accumulator}")
+        for name in ("clip_norm", "clip_value"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                bad(f"--{name.replace('_', '-')} must be a positive number; got {value}")
+        if self.warmup_steps < 0:
+            bad(f"--warmup-steps must be 0 or more; got {self.warmup_steps}")
+        if self.decay_steps is not None and self.decay_steps < 1:
+            bad(f"--decay-steps must be at least 1; got {self.decay_steps}")
+        if not (0 < self.decay_rate <= 1):
+            bad(f"--decay-rate must be in (0, 1]; got {self.decay_rate}")
+        for name in ("beta1", "beta2"):
+            if not (0 <= getattr(self, name) < 1):
+                bad(f"--{name} must be in [0, 1); got {getattr(self, name)}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,7 +141,7 @@ class Recipe:
 
     def describe(self) -> str:
         """A short name for run folders: mlp784-128-64-10-rmsprop-lr0.001-b32."""
-        return "mlp" + "-".join(map(str, self.sizes)) + f"-rmsprop-lr{self.lr:g}-b{self.batch_size}"
+        return "mlp" + "-".join(map(str, self.sizes)) + f"-{self.optimizer}-lr{self.lr:g}-b{self.batch_size}"
 
 
 def build_recipe(options: dict, resumed: Recipe | None = None) -> Recipe:

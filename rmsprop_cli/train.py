@@ -23,7 +23,7 @@ from . import checkpoint, data, model
 from .backends import check_device, make_backend
 from .config import Recipe, build_recipe
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
-from .optim import RMSProp
+from .optim import Optimizer
 
 UPDATES_PER_EPOCH = 40  # progress refreshes per epoch; each costs a return to Python
 METRICS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -217,7 +217,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     if early_stopping is not None and recipe.val_split == 0:
         raise ConfigError("--early-stopping needs a validation set: use --val-split above 0")
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
-    checkpoint.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(RMSProp.state_names)))
+    checkpoint.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(Optimizer(recipe, 1).state_names)))
 
     images, labels, train_sums = data.load_mnist("train", data_dir, mirrors, reporter, recipe.limit)
     test_images, test_labels, test_sums = data.load_mnist("test", data_dir, mirrors, reporter, recipe.limit)
@@ -225,8 +225,10 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     if len(X_train) == 0:
         raise ConfigError(f"no training images left: --limit {recipe.limit} with --val-split {recipe.val_split}")
 
-    optimizer = RMSProp.from_recipe(recipe)
+    n_batches = -(-len(X_train) // recipe.batch_size)
+    optimizer = Optimizer(recipe, n_batches)
     rng = np.random.default_rng(recipe.seed)
+    steps = 0
     if resumed is None:
         theta = model.glorot_init(recipe.sizes, rng)
         opt_state, history, pos = optimizer.init(theta.size), [], None
@@ -237,13 +239,15 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
             rng.bit_generator.state = pos.rng
         except (TypeError, ValueError, KeyError):
             raise CheckpointError(f"{resume} has a damaged training position; it cannot be resumed") from None
-        if "v" not in opt_state:
-            raise CheckpointError(f"{resume} holds no RMSProp state (optimizer.v); it cannot be resumed")
-    backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta, opt_state, X_train, y_train)
+        missing = [n for n in optimizer.state_names if n not in opt_state]
+        if missing:
+            raise CheckpointError(f"{resume} lacks the optimizer state {', '.join(missing)}; it cannot be resumed")
+        steps = (pos.epoch - 1) * n_batches + pos.batch
+    backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta, opt_state, X_train, y_train,
+                           steps)
     cb.status("Compiling kernels (the first run only; later runs load them from the cache)")
     backend.warm_up()   # so that compiling is not counted in the first epoch's time
-    n_batches = -(-len(X_train) // recipe.batch_size)
-    info = {"dataset": {**train_sums, **test_sums}, "device": backend.name, "optimizer": "rmsprop"}
+    info = {"dataset": {**train_sums, **test_sums}, "device": backend.name, "optimizer": recipe.optimizer}
 
     def save(history, pos, **extra):
         steps = (pos.epoch - 1) * n_batches + pos.batch
@@ -285,15 +289,20 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     return result
 
 
+def _inference_backend(ckpt, device: str):
+    """A backend holding a checkpoint's weights, for evaluation and prediction only."""
+    optimizer = Optimizer(ckpt.recipe, 1)
+    return make_backend(device, ckpt.recipe.sizes, ckpt.recipe.batch_size, optimizer, ckpt.theta,
+                        optimizer.init(ckpt.theta.size))
+
+
 def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, limit: int | None = None,
              reporter=None) -> dict:
     """Everything `rmsprop evaluate` does: checkpoint, test set, metrics."""
     check_device(device)
     ckpt = checkpoint.load(path)
     images, labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, limit)
-    optimizer = RMSProp.from_recipe(ckpt.recipe)
-    opt_state = ckpt.opt_state if "v" in ckpt.opt_state else optimizer.init(ckpt.theta.size)
-    backend = make_backend(device, ckpt.recipe.sizes, ckpt.recipe.batch_size, optimizer, ckpt.theta, opt_state)
+    backend = _inference_backend(ckpt, device)
     loss, correct, confusion = backend.evaluate(images, labels)
     per_class = [float(confusion[c, c] / row) if (row := confusion[c].sum()) else None
                  for c in range(confusion.shape[0])]
@@ -318,9 +327,7 @@ def predict(path: Path, images: list, *, indices: list[int] | None = None, devic
             named += load_idx_images(image, indices or [])
         else:
             named.append((str(image), load_image(image)))
-    optimizer = RMSProp.from_recipe(ckpt.recipe)
-    backend = make_backend(device, ckpt.recipe.sizes, ckpt.recipe.batch_size, optimizer, ckpt.theta,
-                           optimizer.init(ckpt.theta.size))
+    backend = _inference_backend(ckpt, device)
     probs = backend.predict_proba(np.stack([pixels for _, pixels in named]))
     results = []
     for (name, _), p in zip(named, probs):

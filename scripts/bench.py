@@ -19,7 +19,7 @@ import numpy as np
 from rmsprop_cli import data, model, train
 from rmsprop_cli.backends import make_backend
 from rmsprop_cli.config import Recipe
-from rmsprop_cli.optim import RMSProp
+from rmsprop_cli.optim import Optimizer
 
 
 def main():
@@ -38,7 +38,7 @@ def main():
                                                             recipe.val_split)
     rng = np.random.default_rng(0)
     theta = model.glorot_init(recipe.sizes, rng)
-    opt = RMSProp.from_recipe(recipe)
+    opt = Optimizer(recipe, -(-len(X_train) // recipe.batch_size))
     backend = make_backend("cpu", recipe.sizes, recipe.batch_size, opt, theta, opt.init(theta.size), X_train, y_train)
     t0 = time.perf_counter()
     backend.warm_up()
@@ -54,7 +54,7 @@ def main():
             if batches_done == -(-len(X_train) // recipe.batch_size):
                 train_seconds.append(time.perf_counter() - self.t)
 
-    history = train.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
+    history, _, _ = train.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
     print(f"{'epoch':>5} {'seconds':>8} {'train s':>8} {'samples/s':>10} {'val_acc':>8}")
     for m, ts in zip(history, train_seconds):
         print(f"{m['epoch']:>5} {m['seconds']:>8.3f} {ts:>8.3f} {len(X_train) / ts:>10,.0f} {m['val_accuracy']:>8.4f}")

@@ -82,13 +82,13 @@ def run_rmsprop_cli(folder, batch, epochs):
     from rmsprop_cli import model
     from rmsprop_cli.backends import make_backend
     from rmsprop_cli.config import Recipe
-    from rmsprop_cli.optim import RMSProp
+    from rmsprop_cli.optim import Optimizer
 
     X, y, Xt, yt = read_mnist(folder)
     recipe = Recipe(batch_size=batch)
     rng = np.random.default_rng(0)
     theta = model.glorot_init(recipe.sizes, rng)
-    opt = RMSProp.from_recipe(recipe)
+    opt = Optimizer(recipe, -(-len(X) // batch))
     backend = make_backend("cpu", recipe.sizes, batch, opt, theta, opt.init(theta.size), X, y.astype(np.int64))
     backend.warm_up()
     n_batches = -(-len(X) // batch)

@@ -5,7 +5,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from rmsprop_cli import model
+from rmsprop_cli.config import Recipe
 from rmsprop_cli.kernels import cpu as K
+from rmsprop_cli.optim import Optimizer
 
 
 # --- naive references: plain numpy, float64, one line of maths each ------------------
@@ -233,7 +235,9 @@ def test_dense_backward_update_is_gradient_then_rmsprop(n, n_in, n_out, outside)
     ref_w, ref_vw = naive_rmsprop(w.astype(np.float64), ref_gw, vw.astype(np.float64), *hyper)
     ref_b, ref_vb = naive_rmsprop(b.astype(np.float64), ref_gb, vb.astype(np.float64), *hyper)
     dx = np.full((n, n_in), np.nan, np.float32)
-    K.dense_backward_update(x, w, b, delta, vw, vb, dx, True, *hyper)
+    hp = _hp(lr=0.01, eps_placement="outside" if outside else "inside")
+    unused = np.zeros_like(vw), np.zeros_like(vb), np.zeros_like(vw), np.zeros_like(vb)
+    K.dense_backward_update(x, w, b, delta, vw, vb, *unused, dx, True, hp, True, *hyper[:1], K.ONE, K.ONE)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)  # from W before the update
     np.testing.assert_allclose(vw, ref_vw, rtol=1e-4, atol=1e-9)
     np.testing.assert_allclose(w, ref_w, rtol=1e-4, atol=1e-5)
@@ -241,10 +245,20 @@ def test_dense_backward_update_is_gradient_then_rmsprop(n, n_in, n_out, outside)
     np.testing.assert_allclose(vb, ref_vb, rtol=1e-4, atol=1e-9)
 
 
+def _hp(**options):
+    """The hyperparameter vector the kernels read, for a recipe with these options."""
+    return Optimizer(Recipe(**options), 100).hyperparameters()
+
+
 def _train(X, y, order, n_batches, batch, sizes, theta, v, lr, outside=False):
     acts, deltas, labels = _buffers(sizes, batch)
-    return K.train_chunk(X, y.astype(np.int64), order.astype(np.int64), 0, n_batches, batch, np.array(sizes),
-                         theta, v, acts, deltas, labels, np.float32(lr), np.float32(0.9), np.float32(1e-7), outside)
+    state = np.zeros((3, theta.size), np.float32)
+    state[0] = v
+    hp = _hp(lr=lr, eps_placement="outside" if outside else "inside")
+    result = K.train_chunk(X, y.astype(np.int64), order.astype(np.int64), 0, n_batches, batch, np.array(sizes),
+                           theta, state, np.zeros(0, np.float32), 0, hp, True, acts, deltas, labels)
+    v[:] = state[0]
+    return result
 
 
 @pytest.mark.parametrize("outside", [False, True])

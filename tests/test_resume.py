@@ -179,3 +179,23 @@ def test_kill_9_never_leaves_a_broken_checkpoint(data_dir, tmp_path):
         proc.kill()
     assert checkpoint.load(out).history  # the last complete checkpoint, readable
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".safetensors") and p != out]
+
+
+@pytest.mark.parametrize("options", [
+    {"optimizer": "adam"},
+    {"centered": True, "momentum": 0.9, "nesterov": True, "schedule": "cosine", "warmup_steps": 10},
+    {"clip_norm": 0.5, "bias_correction": True},
+], ids=str)
+def test_resume_keeps_every_optimizer_buffer_and_the_step(data_dir, tmp_path, options):
+    """Adam's m and v, momentum buffers, the schedule's and bias correction's step count all survive a stop."""
+    full = tmp_path / "full.safetensors"
+    _run(data_dir, full, epochs=2, **options)
+    part = tmp_path / "part.safetensors"
+    with pytest.raises(Interrupted):
+        _run(data_dir, part, stop=StopAfter(5), epochs=2, **options)
+    _run(data_dir, part, resume=part, epochs=2, **options)
+    a, b = checkpoint.load(full), checkpoint.load(part)
+    assert set(a.opt_state) == set(b.opt_state) and len(a.opt_state) >= 1
+    np.testing.assert_array_equal(a.theta, b.theta)
+    for name in a.opt_state:
+        np.testing.assert_array_equal(a.opt_state[name], b.opt_state[name])

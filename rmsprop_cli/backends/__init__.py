@@ -43,9 +43,10 @@ def check_device(device: str) -> None:
         raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")
 
 
-def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None) -> Backend:
+def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None,
+                 step: int = 0) -> Backend:
     check_device(device)
     if device == "cpu":
         from .cpu import CpuBackend
 
-        return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, images, y)
+        return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, images, y, step)

@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..kernels import cpu as K
+from ..optim import CLIP_NORM
 
 EVAL_ROWS = 512  # rows per forward pass in evaluation: big enough to amortise, small enough for L2
+STATE_ROWS = {"v": 0, "m": 1, "b": 2}
 MIN_SHARD_ROWS = 8  # below this a thread's share of a batch costs more to hand out than to compute
 
 
@@ -32,12 +34,18 @@ def _pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
 class CpuBackend:
     name = "cpu"
 
-    def __init__(self, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None):
+    def __init__(self, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None, step=0):
         self.sizes = np.asarray(sizes, np.int64)
         self.batch_size = batch_size
-        self.hyper = optimizer.kernel_args()
+        self.names = optimizer.state_names
+        self.hp = optimizer.hyperparameters()
+        self.plain = optimizer.is_plain_rmsprop()
+        self.step = step  # updates made so far: the schedule and bias correction depend on it
         self.theta = np.array(theta, dtype=np.float32)
-        self.v = np.array(opt_state["v"], dtype=np.float32)
+        # Rows v, m, b of the kernels' state; the ones this optimizer lacks stay zero.
+        self.state = np.zeros((3, self.theta.size), np.float32)
+        self.set_state(self.theta, opt_state)
+        self.grad = np.zeros(self.theta.size if self.hp[CLIP_NORM] > 0 else 0, np.float32)
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, batch_size, 1))
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
         self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
@@ -55,8 +63,9 @@ class CpuBackend:
 
     def train_chunk(self, order, start, n_batches):
         loss, correct, seen, bad = K.train_chunk(
-            self.images, self.y, order, start, n_batches, self.batch_size, self.sizes, self.theta, self.v,
-            *self.train_bufs, *self.hyper)
+            self.images, self.y, order, start, n_batches, self.batch_size, self.sizes, self.theta, self.state,
+            self.grad, self.step, self.hp, self.plain, *self.train_bufs)
+        self.step += bad if bad >= 0 else -(-seen // self.batch_size)
         return float(loss), int(correct), int(seen), int(bad)
 
     def evaluate(self, images, y):
@@ -73,10 +82,11 @@ class CpuBackend:
 
     def set_state(self, theta, opt_state):
         self.theta[:] = theta
-        self.v[:] = opt_state["v"]
+        for name in self.names:
+            self.state[STATE_ROWS[name]] = opt_state[name]
 
     def params(self):
         return self.theta.copy()
 
     def optimizer_state(self):
-        return {"v": self.v.copy()}
+        return {name: self.state[STATE_ROWS[name]].copy() for name in self.names}

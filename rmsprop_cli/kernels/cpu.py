@@ -12,6 +12,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..config import JIT, JIT_PARALLEL
+from ..optim import (ADAGRAD, ADAM, BETA1, BETA2, BIAS_CORRECTION, CENTERED, CLIP_NORM, CLIP_VALUE, DECAY_RATE,
+                     DECAY_STEPS, DECOUPLED, EPS, EPS_OUTSIDE, KIND, LR, MOMENTUM, NESTEROV, RHO, RMSPROP, SCHEDULE,
+                     TOTAL_STEPS, WARMUP, WEIGHT_DECAY)
 
 ZERO = np.float32(0.0)
 ONE = np.float32(1.0)
@@ -164,27 +167,36 @@ def dense_backward(x, w, delta, gw, gb, dx, want_dx):
 
 
 @njit(**JIT)
-def dense_backward_update(x, w, b, delta, vw, vb, dx, want_dx, lr, rho, eps, eps_outside):
-    """dense_backward fused with the RMSProp step, one row of W at a time.
+def dense_backward_update(x, w, b, delta, vw, vb, mw, mb, bw, bb, dx, want_dx, hp, plain, lr, bc1, bc2):
+    """dense_backward fused with the optimizer step, one row of W at a time.
 
     Each gradient row is used while it is in L1 and never written out, so a
-    step streams W and v once instead of also writing and re-reading a
-    gradient as large as W.  dx comes first, from W before its update.
+    step streams W and its state once instead of also writing and re-reading
+    a gradient as large as W.  dx comes first, from W before its update.
+    v/m/b are the layer's views of the optimizer's state (see optimizer_update);
+    plain says the recipe is plain RMSProp, which has a faster loop.
     """
     if want_dx:
         input_grad(x, w, delta, dx)
     rows = np.empty(x.shape[0], np.int64)
     g = np.empty(w.shape[1], np.float32)
+    rho, eps, eps_outside = np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0
     for k in range(x.shape[1]):
-        if weight_grad_row(x, delta, k, rows, g):
+        nonzero = weight_grad_row(x, delta, k, rows, g)
+        if not plain:
+            optimizer_update(w[k], g, vw[k], mw[k], bw[k], hp, lr, bc1, bc2)
+        elif nonzero:
             rmsprop_update(w[k], g, vw[k], lr, rho, eps, eps_outside)
         else:
             # A pixel that is blank in the whole batch (42% of them, on
-            # average) has g = 0: the step leaves W unchanged and only decays
-            # v, exactly as the full formula would.
+            # average) has g = 0: plain RMSProp leaves W unchanged and only
+            # decays v, exactly as the full formula would.
             rmsprop_decay(vw[k], rho)
     bias_grad(delta, g)
-    rmsprop_update(b, g, vb, lr, rho, eps, eps_outside)
+    if plain:
+        rmsprop_update(b, g, vb, lr, rho, eps, eps_outside)
+    else:
+        optimizer_update(b, g, vb, mb, bb, hp, lr, bc1, bc2)
 
 
 @njit(**JIT)
@@ -263,6 +275,99 @@ def rmsprop_decay(v, rho):
 
 
 @njit(**JIT)
+def optimizer_update(theta, grad, v, m, b, hp, lr, bc1, bc2):
+    """One step of the optimizer that the hyperparameter vector hp describes
+    (indices from optim.py), over matching parameter, gradient and state arrays.
+
+    v: RMSProp's and Adam's squared-gradient average, Adagrad's sum; m: the
+    mean gradient (centered RMSProp, Adam); b: the momentum buffer.  lr is this
+    step's learning rate (schedule applied); bc1 and bc2 are the bias-correction
+    factors 1/(1 - beta1^t) and 1/(1 - beta2^t) (or 1/(1 - rho^t)), 1 when off.
+    In order: clip by value; weight decay, added to g (L2, PyTorch) or applied to
+    theta on its own (decoupled, Keras); the optimizer's scaling; momentum
+    b <- mu*b + update, the step being b or, Nesterov, update + mu*b.
+    """
+    kind = int(hp[KIND])
+    rho, eps, outside = np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0
+    one_minus_rho = ONE - rho
+    centered = hp[CENTERED] != 0
+    mu, nesterov = np.float32(hp[MOMENTUM]), hp[NESTEROV] != 0
+    wd, decoupled = np.float32(hp[WEIGHT_DECAY]), hp[DECOUPLED] != 0
+    clip = np.float32(hp[CLIP_VALUE])
+    beta1, beta2 = np.float32(hp[BETA1]), np.float32(hp[BETA2])
+    for i in range(theta.size):
+        g = grad[i]
+        if clip > ZERO:
+            g = min(max(g, -clip), clip)
+        th = theta[i]
+        if wd > ZERO:
+            if decoupled:
+                th -= lr * wd * th
+            else:
+                g += wd * th
+        if kind == RMSPROP:
+            vi = rho * v[i] + one_minus_rho * g * g
+            v[i] = vi if vi >= FLUSH else ZERO
+            var = v[i] * bc2
+            if centered:
+                mi = rho * m[i] + one_minus_rho * g
+                m[i] = mi
+                mean = mi * bc2
+                var = max(var - mean * mean, ZERO)
+            denom = np.sqrt(var) + eps if outside else np.sqrt(var + eps)
+            step = lr * g / denom
+        elif kind == ADAGRAD:
+            vi = v[i] + g * g
+            v[i] = vi
+            denom = np.sqrt(vi) + eps if outside else np.sqrt(vi + eps)
+            step = lr * g / denom
+        elif kind == ADAM:
+            mi = beta1 * m[i] + (ONE - beta1) * g
+            vi = beta2 * v[i] + (ONE - beta2) * g * g
+            m[i] = mi if abs(mi) >= FLUSH else ZERO
+            v[i] = vi if vi >= FLUSH else ZERO
+            step = lr * (m[i] * bc1) / (np.sqrt(v[i] * bc2) + eps)
+        else:  # SGD, and SGD with momentum
+            step = lr * g
+        if mu > ZERO:
+            bi = mu * b[i] + step
+            b[i] = bi if abs(bi) >= FLUSH else ZERO
+            step = step + mu * b[i] if nesterov else b[i]
+        theta[i] = th - step
+
+
+@njit(**JIT)
+def learning_rate_at(hp, t):
+    """optim.learning_rate, compiled: linear warm-up, then the schedule."""
+    base, warm = hp[LR], hp[WARMUP]
+    if t <= warm:
+        return base * t / warm
+    s = t - warm
+    kind = int(hp[SCHEDULE])
+    if kind == 1:
+        return base * hp[DECAY_RATE] ** np.floor(s / hp[DECAY_STEPS])
+    if kind == 2:
+        return base * hp[DECAY_RATE] ** (s / hp[DECAY_STEPS])
+    if kind == 3:
+        span = max(hp[TOTAL_STEPS] - warm, 1.0)
+        return base * 0.5 * (1.0 + np.cos(np.pi * min(s, span) / span))
+    return base
+
+
+@njit(**JIT)
+def bias_corrections(hp, t):
+    """(1/(1 - beta1^t), 1/(1 - beta2^t)) for Adam; 1/(1 - rho^t) twice for
+    RMSProp with bias correction; (1, 1) otherwise."""
+    kind = int(hp[KIND])
+    if kind == ADAM:
+        return np.float32(1.0 / (1.0 - hp[BETA1] ** t)), np.float32(1.0 / (1.0 - hp[BETA2] ** t))
+    if kind == RMSPROP and hp[BIAS_CORRECTION] != 0:
+        c = np.float32(1.0 / (1.0 - hp[RHO] ** t))
+        return c, c
+    return ONE, ONE
+
+
+@njit(**JIT)
 def param_layer(theta, sizes, l):
     """Views (W, b) of layer l in a flat parameter-shaped vector."""
     off = 0
@@ -293,12 +398,17 @@ def forward(theta, sizes, acts, rows, m):
 
 
 @njit(**JIT)
-def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, v,
-                acts, deltas, labels, lr, rho, eps, eps_outside):
+def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, state, grad, step0, hp, plain,
+                acts, deltas, labels):
     """Train on n_batches mini-batches taken from order[start:], in one call.
 
-    acts and deltas are flat buffers of batch_size rows of every layer (deltas
-    block l+1 holds dLoss/d(pre-activation) of layer l).
+    state is (3, n_params): the optimizer's v, m and b (rows it does not use
+    are ignored); grad is a gradient-sized buffer used only when the global
+    gradient norm is clipped, which needs the whole gradient before any
+    update.  step0 is the number of updates made before this chunk (for the
+    schedule and bias correction).  acts and deltas are flat buffers of
+    batch_size rows of every layer (deltas block l+1 holds dLoss/d(pre-
+    activation) of layer l).
 
     One thread on purpose.  Splitting a step between the two cores (forward by
     rows of the batch, update by rows of W) measured slower than one core:
@@ -313,33 +423,63 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, v,
     n_layers = sizes.size - 1
     n_total = order.size
     rows = labels.size
+    clip_norm = hp[CLIP_NORM]
+    v, m, b = state[0], state[1], state[2]
     loss_sum = 0.0
     correct = 0
     seen = 0
     for bi in range(n_batches):
         lo = start + bi * batch_size
-        m = min(lo + batch_size, n_total) - lo
-        if m <= 0:
+        m_rows = min(lo + batch_size, n_total) - lo
+        if m_rows <= 0:
             break
+        t = step0 + bi + 1
+        lr = np.float32(learning_rate_at(hp, t))
+        bc1, bc2 = bias_corrections(hp, t)
         x0 = act_view(acts, sizes, rows, 0)
-        for r in range(m):
+        for r in range(m_rows):
             src = order[lo + r]
             load_row(images, src, x0[r])
             labels[r] = y[src]
-        forward(theta, sizes, acts, rows, m)
-        loss, corr = softmax_xent(act_view(acts, sizes, rows, n_layers)[:m], labels[:m],
-                                  act_view(deltas, sizes, rows, n_layers)[:m], ONE / np.float32(m))
+        forward(theta, sizes, acts, rows, m_rows)
+        loss, corr = softmax_xent(act_view(acts, sizes, rows, n_layers)[:m_rows], labels[:m_rows],
+                                  act_view(deltas, sizes, rows, n_layers)[:m_rows], ONE / np.float32(m_rows))
         if not np.isfinite(loss):
             return loss_sum, correct, seen, bi
         loss_sum += loss
         correct += corr
-        seen += m
+        seen += m_rows
+        if clip_norm > 0:
+            for l in range(n_layers - 1, -1, -1):
+                w, _ = param_layer(theta, sizes, l)
+                gw, gb = param_layer(grad, sizes, l)
+                dense_backward(act_view(acts, sizes, rows, l)[:m_rows], w, act_view(deltas, sizes, rows, l + 1)[:m_rows],
+                               gw, gb, act_view(deltas, sizes, rows, l)[:m_rows], l > 0)
+            clip_global_norm(grad, np.float32(clip_norm))
+            optimizer_update(theta, grad, v, m, b, hp, lr, bc1, bc2)
+            continue
         for l in range(n_layers - 1, -1, -1):
-            w, b = param_layer(theta, sizes, l)
+            w, bias = param_layer(theta, sizes, l)
             vw, vb = param_layer(v, sizes, l)
-            dense_backward_update(act_view(acts, sizes, rows, l)[:m], w, b, act_view(deltas, sizes, rows, l + 1)[:m],
-                                  vw, vb, act_view(deltas, sizes, rows, l)[:m], l > 0, lr, rho, eps, eps_outside)
+            mw, mb = param_layer(m, sizes, l)
+            bw, bb = param_layer(b, sizes, l)
+            dense_backward_update(act_view(acts, sizes, rows, l)[:m_rows], w, bias,
+                                  act_view(deltas, sizes, rows, l + 1)[:m_rows], vw, vb, mw, mb, bw, bb,
+                                  act_view(deltas, sizes, rows, l)[:m_rows], l > 0, hp, plain, lr, bc1, bc2)
     return loss_sum, correct, seen, -1
+
+
+@njit(**JIT)
+def clip_global_norm(grad, max_norm):
+    """Scale the whole gradient so that its L2 norm is at most max_norm."""
+    total = 0.0
+    for i in range(grad.size):
+        total += np.float64(grad[i]) * grad[i]
+    norm = np.sqrt(total)
+    if norm > max_norm:
+        scale = np.float32(max_norm / norm)
+        for i in range(grad.size):
+            grad[i] *= scale
 
 
 @njit(**JIT)
