@@ -119,8 +119,8 @@ def test_each_option_matches_its_formula(options):
 def test_combinations_match_the_formulas(optimizer, centered, momentum, nesterov, weight_decay, decoupled, bias,
                                          clip, schedule, warmup, outside, seed):
     # Centered with bias correction estimates a variance of exactly 0 at step 1 (v/(1-rho) = g^2 = (m/(1-rho))^2):
-    # with eps outside the root the step is then lr*g/eps, and rounding noise in that 0 decides it.
-    assume(not (optimizer == "rmsprop" and centered and bias and outside))
+    # the step is then lr*g/sqrt(eps) or lr*g/eps, and float32 rounding noise in that 0 decides it.
+    assume(not (optimizer == "rmsprop" and centered and bias))
     o = Recipe(optimizer=optimizer, centered=centered, momentum=momentum, nesterov=nesterov and momentum > 0,
                weight_decay=weight_decay, decoupled_decay=decoupled, bias_correction=bias, clip_value=clip,
                schedule=schedule, warmup_steps=warmup, eps_placement="outside" if outside else "inside",
