@@ -23,6 +23,7 @@ from .errors import CheckpointError, ConfigError, OutputError
 
 FORMAT = "rmsprop-cli"
 FORMAT_VERSION = 1
+METRIC_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
 
 
 @dataclass
@@ -128,8 +129,15 @@ def load(path: Path) -> Checkpoint:
         recipe = Recipe.from_dict(json.loads(metadata["recipe"]))
         history = json.loads(metadata.get("history", "[]"))
         info = json.loads(metadata.get("info", "{}"))
-    except (KeyError, ValueError, TypeError, ConfigError) as e:
+        if not isinstance(info, dict) or not isinstance(history, list) or not all(
+                isinstance(m, dict) and METRIC_KEYS <= set(m) for m in history):
+            raise ValueError("the history or info is not what rmsprop-cli writes")
+    except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as e:
         raise CheckpointError(f"{path} has damaged metadata: {e}") from None
+    if (recipe.n_inputs, recipe.n_classes) != (784, 10):
+        # The kernels index arrays by these without bounds checks: never trust them from a file.
+        raise CheckpointError(f"{path} is for {recipe.n_inputs} inputs and {recipe.n_classes} classes; "
+                              "MNIST has 784 and 10")
 
     sizes = recipe.sizes
     shapes = dict(zip(model.param_names(sizes), model.param_shapes(sizes)))

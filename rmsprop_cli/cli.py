@@ -62,6 +62,11 @@ def _user_errors():
 
         error(str(e), e.label)
         raise typer.Exit(e.exit_code) from None
+    except MemoryError:
+        from .console import error
+
+        error("not enough memory for this network and batch size; try a smaller --hidden or --batch-size")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         from .console import error
 
@@ -208,7 +213,6 @@ def evaluate(
 ):
     """Score a saved model on the MNIST test set: loss, accuracy, per-class accuracy, confusion matrix."""
     with _user_errors():
-        from .config import Recipe
         from . import train as training
 
         if limit is not None and limit < 1:

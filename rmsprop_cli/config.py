@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields, replace
 
+import numpy as np
+
 from .errors import ConfigError
 
 # "fast" maths without nnan/ninf: those two would let LLVM delete the NaN and
@@ -16,6 +18,7 @@ JIT = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil"
 JIT_PARALLEL = {**JIT, "parallel": True}
 
 EPS_PLACEMENTS = ("inside", "outside")
+F32_MAX = float(np.finfo(np.float32).max)
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -80,6 +83,25 @@ class Recipe:
         def bad(msg: str):
             raise ConfigError(msg)
 
+        for name in ("epochs", "batch_size", "seed", "warmup_steps", "n_inputs", "n_classes"):
+            if type(getattr(self, name)) is not int:
+                bad(f"--{name.replace('_', '-')} must be a whole number; got {getattr(self, name)!r}")
+        for name in ("lr", "rho", "eps", "val_split", "momentum", "weight_decay", "decay_rate", "beta1", "beta2"):
+            if type(getattr(self, name)) not in (int, float):
+                bad(f"--{name.replace('_', '-')} must be a number; got {getattr(self, name)!r}")
+        if self.seed < 0:
+            bad(f"--seed must be 0 or more; got {self.seed}")
+        # The kernels compute in float32: a value that rounds to 0, 1 or infinity there is not the one asked for.
+        if not (0 < self.lr <= F32_MAX and np.float32(self.lr) > 0):
+            bad(f"--lr must be a positive number that float32 can hold (1e-38 to 3e38); got {self.lr}")
+        if not (0 < self.eps <= F32_MAX and np.float32(self.eps) > 0):
+            bad(f"--eps must be a positive number that float32 can hold (1e-38 to 3e38); got {self.eps}")
+        if not (np.float32(self.rho) < 1):
+            bad(f"--rho must be in [0, 1) and below 1 in float32 (at most 0.99999994); got {self.rho}")
+        if self.limit is not None and type(self.limit) is int and self.limit >= 1 and 0 <= self.val_split < 1 \
+                and math.floor(self.limit * (1.0 - self.val_split)) == 0:
+            bad(f"no training images left: --limit {self.limit} with --val-split {self.val_split}")
+
         if not (self.lr > 0 and math.isfinite(self.lr)):
             bad(f"--lr must be a positive number; got {self.lr}")
         if not (0 <= self.rho < 1):
@@ -133,6 +155,8 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Recipe":
+        if not isinstance(d, dict):
+            raise ConfigError(f"a recipe is a JSON object, not {type(d).__name__}")
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in d.items() if k in known}
         if "hidden" in kwargs:

@@ -110,7 +110,8 @@ def render_train_result(result: dict, console: Console = out) -> None:
     console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], "
                   f"test loss {_num(result['test_loss'])} ({result['device']})")
     console.print(f"Checkpoint saved to [bold]{result['checkpoint']}[/bold]")
-    console.print(f"Evaluate it later with: rmsprop evaluate {result['checkpoint']}")
+    limit = f" --limit {result['recipe']['limit']}" if result["recipe"].get("limit") else ""
+    console.print(f"Evaluate it later with: rmsprop evaluate {result['checkpoint']}{limit}")
 
 
 def render_evaluation(result: dict, console: Console = out) -> None:

@@ -64,6 +64,8 @@ def mnist_like(gray: np.ndarray, name: str = "image") -> np.ndarray:
 
     # Centre of mass to the frame's centre, as MNIST's makers did.
     total = digit.sum()
+    if total == 0:
+        raise ImageError(f"{name}: no digit found (the marks are too small to survive scaling to 20x20)")
     cy = (digit.sum(1) @ np.arange(digit.shape[0])) / total
     cx = (digit.sum(0) @ np.arange(digit.shape[1])) / total
     top = int(np.clip(round((SIDE - 1) / 2 - cy), 0, SIDE - digit.shape[0]))
@@ -76,6 +78,7 @@ def mnist_like(gray: np.ndarray, name: str = "image") -> np.ndarray:
 def load_idx_images(path: Path, indices: list[int]) -> list[tuple[str, np.ndarray]]:
     """Images from an IDX image file (plain or gzip), by index."""
     import gzip
+    import zlib
 
     from .data import parse_idx
 
@@ -84,7 +87,7 @@ def load_idx_images(path: Path, indices: list[int]) -> list[tuple[str, np.ndarra
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as e:
+        except (OSError, EOFError, zlib.error) as e:
             raise ImageError(f"{path} is a damaged gzip file: {e}") from None
     try:
         images = parse_idx(raw, str(path))
@@ -95,7 +98,8 @@ def load_idx_images(path: Path, indices: list[int]) -> list[tuple[str, np.ndarra
     out = []
     for i in indices or [0]:
         if not 0 <= i < len(images):
-            raise ImageError(f"--index {i} is out of range: {path} holds {len(images)} images (0 to {len(images) - 1})")
+            raise ImageError(f"--index {i} is out of range: {path} holds {len(images)} images"
+                             + (f" (0 to {len(images) - 1})" if len(images) else ""))
         out.append((f"{path}[{i}]", images[i]))
     return out
 

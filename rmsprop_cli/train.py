@@ -211,6 +211,11 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
         position = resumed.info.get("position")
         if position is None:
             raise CheckpointError(f"{resume} holds no training position to resume from")
+        if "early_stopping" in resumed.info:
+            stopped = resumed.info["early_stopping"]
+            raise ConfigError(f"{resume} ended by early stopping after epoch {stopped.get('stopped_after_epoch')} and "
+                              f"holds the weights of epoch {stopped.get('best_epoch')}, so it cannot be continued "
+                              "exactly; start a new run")
         if len(resumed.history) >= recipe.epochs:
             raise ConfigError(f"{resume} has already trained {len(resumed.history)} epochs; "
                               f"pass --epochs larger than {len(resumed.history)} to train more")
@@ -224,6 +229,9 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     X_train, y_train, X_val, y_val = split_validation(images, labels.astype(np.int64), recipe.val_split)
     if len(X_train) == 0:
         raise ConfigError(f"no training images left: --limit {recipe.limit} with --val-split {recipe.val_split}")
+    if early_stopping is not None and len(X_val) == 0:
+        raise ConfigError(f"--early-stopping needs a validation set, and --val-split {recipe.val_split} "
+                          f"of {len(images)} images leaves none")
 
     n_batches = -(-len(X_train) // recipe.batch_size)
     optimizer = Optimizer(recipe, n_batches)
@@ -237,7 +245,10 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
         try:
             pos = Position.from_dict(resumed.info["position"])
             rng.bit_generator.state = pos.rng
-        except (TypeError, ValueError, KeyError):
+            if not (type(pos.epoch) is int and type(pos.batch) is int and pos.epoch == len(history) + 1
+                    and 0 <= pos.batch < n_batches and pos.seen >= 0):
+                raise ValueError
+        except (TypeError, ValueError, KeyError, AttributeError):
             raise CheckpointError(f"{resume} has a damaged training position; it cannot be resumed") from None
         missing = [n for n in optimizer.state_names if n not in opt_state]
         if missing:
@@ -283,6 +294,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
         "checkpoint": str(path),
         "device": backend.name,
         "epochs": history,
+        "recipe": recipe.to_dict(),
         **extra,
     }
     save(history, pos, test_accuracy=result["test_accuracy"], test_loss=result["test_loss"], **extra)

@@ -152,7 +152,8 @@ def test_train_json_then_evaluate_reproduces(data_dir, tmp_path):
     result = invoke("train", *SMALL, "--data-dir", data_dir, "--output", out, "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)  # stdout holds the JSON object and nothing else
-    assert set(summary) == {"test_accuracy", "test_loss", "checkpoint", "device", "epochs"}
+    assert set(summary) == {"test_accuracy", "test_loss", "checkpoint", "device", "epochs", "recipe"}
+    assert summary["recipe"]["hidden"] == [16] and summary["recipe"]["limit"] == 600
     assert summary["device"] == "cpu" and summary["checkpoint"] == str(out)
     assert [e["epoch"] for e in summary["epochs"]] == [1, 2]
     assert set(summary["epochs"][0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
@@ -173,7 +174,8 @@ def test_train_json_then_evaluate_reproduces(data_dir, tmp_path):
 def test_train_and_evaluate_human_output(data_dir, tmp_path):
     result = invoke("train", *SMALL, "--data-dir", data_dir, "--output", tmp_path)
     assert result.exit_code == 0, result.output
-    for words in ("val_accuracy", "Test accuracy", "Checkpoint saved to", str(tmp_path / "model.safetensors")):
+    for words in ("val_accuracy", "Test accuracy", "Checkpoint saved to", str(tmp_path / "model.safetensors"),
+                  "--limit 600"):
         assert words in result.stdout
     result = invoke("evaluate", tmp_path / "model.safetensors", "--data-dir", data_dir, "--limit", "100")
     assert result.exit_code == 0, result.output
@@ -225,3 +227,64 @@ def test_read_only_output_fails_before_training(tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "mkstemp", read_only)  # root ignores chmod, so simulate the file system
     result = invoke("train", "--output", tmp_path / "o", "--data-dir", tmp_path / "d", "--mirror", dead_url())
     assert_user_error(result, 5, "Read-only file system", "choose another --output")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--seed", "-1"], "--seed"), (["--eps", "1e-50"], "--eps"), (["--lr", "1e39"], "--lr"),
+    (["--rho", "0.999999999"], "--rho"), (["--limit", "1"], "no training images left"),
+    (["--optimizer", "lion"], "--optimizer"), (["--schedule", "linear"], "--schedule"),
+    (["--momentum", "1"], "--momentum"), (["--nesterov"], "--nesterov needs --momentum"),
+    (["--clip-norm", "0"], "--clip-norm"), (["--clip-value", "-1"], "--clip-value"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--decay-rate", "0"], "--decay-rate"),
+    (["--beta2", "1"], "--beta2"), (["--warmup-steps", "-3"], "--warmup-steps"),
+])
+def test_more_invalid_options(args, words, tmp_path):
+    result = invoke("train", *args, "--output", tmp_path / "o", "--data-dir", tmp_path, "--mirror", dead_url())
+    assert_user_error(result, 2, words)
+    assert not (tmp_path / "o").exists()  # nothing created for a run that never started
+
+
+def test_huge_batch_size_is_capped_to_the_data(data_dir, tmp_path):
+    result = invoke("train", "--limit", "200", "--epochs", "1", "--hidden", "4", "--batch-size", "1000000000",
+                    "--data-dir", data_dir, "--output", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    assert len(json.loads(result.stdout)["epochs"]) == 1
+
+
+def _crafted(tmp_path, recipe_change=None, info_change=None):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(_small_checkpoint(tmp_path)), framework="numpy") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    if recipe_change:
+        meta["recipe"] = json.dumps(recipe_change(json.loads(meta["recipe"])))
+    if info_change:
+        meta["info"] = json.dumps(info_change(json.loads(meta["info"])))
+    path = tmp_path / "crafted.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    return path
+
+
+@pytest.mark.parametrize("recipe_change,info_change,words", [
+    (lambda r: {**r, "n_classes": 3}, None, "3 classes"),
+    (lambda r: {**r, "n_inputs": 5}, None, "5 inputs"),
+    (lambda r: [1, 2], None, "damaged metadata"),
+    (lambda r: {**r, "batch_size": 2.5}, None, "damaged metadata"),
+    (None, lambda i: [1], "damaged metadata"),
+])
+def test_crafted_metadata_is_refused(data_dir, tmp_path, recipe_change, info_change, words):
+    path = _crafted(tmp_path, recipe_change, info_change)
+    assert_user_error(invoke("evaluate", path, "--data-dir", data_dir, "--limit", "50"), 4, words)
+
+
+@pytest.mark.parametrize("change", [
+    lambda i: {**i, "position": {**i["position"], "batch": 10**6}},
+    lambda i: {**i, "position": {**i["position"], "epoch": "two"}},
+    lambda i: {**i, "position": {**i["position"], "rng": {"bit_generator": "nope"}}},
+    lambda i: {**i, "position": [3]},
+])
+def test_crafted_positions_cannot_be_resumed(data_dir, tmp_path, change):
+    path = _crafted(tmp_path, info_change=change)
+    result = invoke("train", "--resume", path, "--epochs", "5", "--data-dir", data_dir)
+    assert_user_error(result, 4, "damaged training position")

@@ -199,3 +199,18 @@ def test_resume_keeps_every_optimizer_buffer_and_the_step(data_dir, tmp_path, op
     np.testing.assert_array_equal(a.theta, b.theta)
     for name in a.opt_state:
         np.testing.assert_array_equal(a.opt_state[name], b.opt_state[name])
+
+
+def test_early_stopped_run_cannot_be_resumed(data_dir, tmp_path):
+    path = tmp_path / "model.safetensors"
+    result = _run(data_dir, path, epochs=30, limit=600, lr=0.01, early_stopping=1)
+    assert "early_stopping" in result
+    with pytest.raises(Exception) as refused:
+        _run(data_dir, path, resume=path, epochs=30, limit=600, lr=0.01)
+    assert "early stopping" in str(refused.value) and "start a new run" in str(refused.value)
+
+
+def test_early_stopping_needs_validation_images(data_dir, tmp_path):
+    result = _cli("train", "--limit", "100", "--val-split", "1e-17", "--early-stopping", "1", "--data-dir", data_dir,
+                  "--output", tmp_path)
+    assert result.exit_code == 2 and "leaves none" in result.stderr

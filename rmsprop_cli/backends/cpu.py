@@ -46,7 +46,9 @@ class CpuBackend:
         self.state = np.zeros((3, self.theta.size), np.float32)
         self.set_state(self.theta, opt_state)
         self.grad = np.zeros(self.theta.size if self.hp[CLIP_NORM] > 0 else 0, np.float32)
-        self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, batch_size, 1))
+        # A batch never holds more rows than there are images; evaluation-only backends train nothing.
+        rows = max(1, min(batch_size, len(images))) if images is not None else 1
+        self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, rows, 1))
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
         self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
         if images is not None:
