@@ -253,5 +253,85 @@ def predict(
         render_predictions(results)
 
 
+@app.command()
+def compare(
+    optimizers: Annotated[str, typer.Option(
+        help="Comma-separated optimizers to train: rmsprop, sgd, momentum, adagrad, adam.")] = "sgd,adagrad,rmsprop,adam",
+    lr: Annotated[Optional[list[str]], typer.Option(
+        "--lr", metavar="NAME=VALUE", show_default=False,
+        help="Learning rate for one optimizer, e.g. --lr sgd=0.1; repeat for several "
+             "\\[default: each one's usual default: sgd 0.01, momentum 0.01, adagrad 0.001, rmsprop 0.001, adam 0.001].")] = None,
+    epochs: Annotated[Optional[int], typer.Option(help="\\[default: 10].", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help="\\[default: 32].", show_default=False)] = None,
+    hidden: Annotated[Optional[str], typer.Option(help="\\[default: 128,64].", show_default=False)] = None,
+    val_split: Annotated[Optional[float], typer.Option(help="\\[default: 0.2].", show_default=False)] = None,
+    seed: Annotated[Optional[int], typer.Option(help="\\[default: 0].", show_default=False)] = None,
+    limit: Limit = None,
+    output: Annotated[Optional[Path], typer.Option(
+        help="Where the figure goes: a .png file or a folder \\[default: runs/<time>-<recipe>/compare.png].",
+        show_default=False)] = None,
+    data_dir: DataDir = None,
+    mirror: Mirror = None,
+    device: Device = "cpu",
+    json_: Json = False,
+):
+    """Train the same network from the same initial weights and batch order with several optimizers, and compare.
+
+    Prints final and best validation accuracy, test accuracy, epochs to reach 97% validation accuracy and
+    seconds per optimizer, and draws their loss and accuracy curves (needs matplotlib: pip install 'rmsprop-cli[plot]').
+    """
+    with _user_errors():
+        from . import train as training
+        from .errors import ConfigError
+
+        rates = {}
+        for item in lr or []:
+            name, sep, value = item.partition("=")
+            try:
+                rates[name.strip()] = float(value)
+            except ValueError:
+                raise ConfigError(f"--lr takes NAME=VALUE, such as --lr sgd=0.1; got {item!r}") from None
+            if not sep:
+                raise ConfigError(f"--lr takes NAME=VALUE, such as --lr sgd=0.1; got {item!r}")
+        names = [n.strip() for n in optimizers.split(",") if n.strip()]
+        options = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, val_split=val_split, seed=seed, limit=limit)
+        run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output)
+        if json_:
+            typer.echo(json.dumps(training.compare(options, names, rates, **run)))
+            return
+        from .console import TrainDisplay, render_comparison
+
+        displays = []
+
+        def callbacks_for(name, recipe):
+            if displays:
+                displays[-1].close()
+            displays.append(TrainDisplay(title=f"{name}, lr {recipe.lr:g}"))
+            return displays[-1]
+
+        try:
+            result = training.compare(options, names, rates, **run, reporter=_reporter(False),
+                                      callbacks_for=callbacks_for)
+        finally:
+            if displays:
+                displays[-1].close()
+        render_comparison(result)
+
+
+@app.command()
+def plot(
+    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.",
+                                               show_default=False)],
+    output: Annotated[Optional[Path], typer.Option(
+        help="The PNG to write \\[default: curves.png beside the checkpoint].", show_default=False)] = None,
+):
+    """Draw a run's training and validation loss and accuracy per epoch as a PNG (needs matplotlib)."""
+    with _user_errors():
+        from . import train as training
+
+        path = training.plot(checkpoint, output)
+        typer.echo(f"Wrote {path}")
+
+
 def main():
     app()

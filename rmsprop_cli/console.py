@@ -52,9 +52,9 @@ class DownloadReporter:
 class TrainDisplay(Callbacks):
     """A table that gains a row per epoch, with a live bar over the current epoch's batches."""
 
-    def __init__(self, console: Console = out):
+    def __init__(self, console: Console = out, title: str = "Training"):
         self.console = console
-        self.table = Table(title="Training", title_justify="left")
+        self.table = Table(title=title, title_justify="left")
         for col in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
             self.table.add_column(col, justify="right")
         self.progress = Progress(
@@ -143,6 +143,21 @@ def render_predictions(results: list[dict], console: Console = out) -> None:
         top = "   ".join(f"{t['digit']} {100 * t['probability']:6.2f}%" for t in r["top3"])
         table.add_row(r["image"], str(r["digit"]), top)
     console.print(table)
+
+
+def render_comparison(result: dict, console: Console = out) -> None:
+    table = Table(title="Optimizers compared (same initial weights, same batch order)", title_justify="left")
+    for col in ("optimizer", "lr", "final val_acc", "best val_acc", "test acc", "epochs to 97% val", "seconds"):
+        table.add_column(col, justify="left" if col == "optimizer" else "right")
+    for r in result["optimizers"]:
+        table.add_row(r["optimizer"], f"{r['lr']:g}", _pct(r["final_val_accuracy"]), _pct(r["best_val_accuracy"]),
+                      _pct(r["test_accuracy"]), "—" if r["epochs_to_97"] is None else str(r["epochs_to_97"]),
+                      f"{r['seconds']:.1f}")
+    console.print(table)
+    if result["figure"]:
+        console.print(f"Figure: [bold]{result['figure']}[/bold]")
+    else:
+        console.print(f"[yellow]No figure:[/yellow] {result['figure_note']}", highlight=False)
 
 
 def render_download(paths: dict, console: Console = out) -> None:
