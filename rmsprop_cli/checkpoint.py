@@ -49,6 +49,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     except OSError as e:
         raise OutputError(f"cannot write {path}: {e.strerror or e}; choose another --output") from None
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; the result should be like any file the user saves
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -60,6 +61,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise OutputError(f"cannot write {path}: {e.strerror or e}; choose another --output") from None
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_writable(path: Path, size: int = 0) -> None:

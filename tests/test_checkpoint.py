@@ -137,3 +137,14 @@ def test_damaged_real_checkpoints_load_or_fail_cleanly(tmp_path, data):
     except CheckpointError:
         return
     assert back.theta.dtype == np.float32 and back.theta.size == model.n_params(back.recipe.sizes)
+
+
+def test_written_files_respect_the_umask(tmp_path):
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        checkpoint.save(tmp_path / "m.safetensors", make_checkpoint())
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
