@@ -334,4 +334,26 @@ def plot(
 
 
 def main():
-    app()
+    """The console script: usage errors (a wrong type, a missing argument, an
+    unknown option) become the same one-line message as every other error."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        code = 130
+    except Exception as e:
+        # Typer's usage errors are click's (vendored by recent Typer): they carry
+        # exit_code and format_message; anything else is a bug and propagates.
+        if not (hasattr(e, "format_message") and hasattr(e, "exit_code")):
+            raise
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            typer.echo(ctx.get_help())
+        else:
+            from .console import error
+
+            hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
+            error(" ".join(e.format_message().split()) + hint)
+        code = e.exit_code
+    sys.exit(code or 0)

@@ -1,6 +1,7 @@
 """The command line, through typer's CliRunner: results, JSON, and every user error."""
 
 import gzip
+import os
 import json
 import subprocess
 import sys
@@ -288,3 +289,15 @@ def test_crafted_positions_cannot_be_resumed(data_dir, tmp_path, change):
     path = _crafted(tmp_path, info_change=change)
     result = invoke("train", "--resume", path, "--epochs", "5", "--data-dir", data_dir)
     assert_user_error(result, 4, "damaged training position")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["train", "--epochs", "abc"], "--epochs"), (["predict"], "Missing argument"),
+    (["bogus"], "No such command"), (["train", "--nope"], "No such option"),
+])
+def test_usage_errors_are_one_line_from_the_command(args, words):
+    out = subprocess.run([sys.executable, "-m", "rmsprop_cli", *args], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"})
+    assert out.returncode == 2
+    message = out.stderr.strip()
+    assert message.startswith("Error:") and "\n" not in message and words in message, message
