@@ -77,6 +77,9 @@ def check_writable(path: Path, size: int = 0) -> None:
     path = Path(path)
     if path.is_dir():
         raise OutputError(f"cannot write checkpoint to {path}: it is a folder; give a file name ending in .safetensors")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"cannot write checkpoint to {path}: {path.parent} is a file, not a folder; "
+                          "choose another --output")
     atomic_write(path.parent / f".{path.name}.probe", b"")
     os.unlink(path.parent / f".{path.name}.probe")
     free = shutil.disk_usage(path.parent).free
@@ -112,6 +115,8 @@ def load(path: Path) -> Checkpoint:
     from safetensors import safe_open
 
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder; pass the model.safetensors file inside it that train wrote")
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the model.safetensors file that train wrote")
     try:

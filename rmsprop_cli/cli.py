@@ -7,6 +7,7 @@ that `rmsprop --help` stays instant.
 from __future__ import annotations
 
 import json
+import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -72,6 +73,20 @@ def _user_errors():
 
         error("stopped before anything was saved", "Interrupted")
         raise typer.Exit(130) from None
+
+
+def _json(result) -> str:
+    """Strict JSON: a NaN or infinite number (weights gone bad) becomes null."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(result), allow_nan=False)
 
 
 def _reporter(quiet: bool):
@@ -189,7 +204,7 @@ def train(
         run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output, resume=resume,
                    checkpoint_every=checkpoint_every, early_stopping=early_stopping)
         if json_:
-            typer.echo(json.dumps(training.run(options, **run)))
+            typer.echo(_json(training.run(options, **run)))
             return
         from .console import TrainDisplay, render_train_result
 
@@ -221,7 +236,7 @@ def evaluate(
         result = training.evaluate(checkpoint, device=device, data_dir=data_dir, mirrors=mirror or None,
                                    limit=limit, reporter=None if json_ else _reporter(False))
         if json_:
-            typer.echo(json.dumps(result))
+            typer.echo(_json(result))
             return
         from .console import render_evaluation
 
@@ -246,7 +261,7 @@ def predict(
 
         results = training.predict(checkpoint, images, indices=index, device=device)
         if json_:
-            typer.echo(json.dumps({"predictions": results}))
+            typer.echo(_json({"predictions": results}))
             return
         from .console import render_predictions
 
@@ -297,7 +312,7 @@ def compare(
         options = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, val_split=val_split, seed=seed, limit=limit)
         run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output)
         if json_:
-            typer.echo(json.dumps(training.compare(options, names, rates, **run)))
+            typer.echo(_json(training.compare(options, names, rates, **run)))
             return
         from .console import TrainDisplay, render_comparison
 

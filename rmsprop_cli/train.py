@@ -183,7 +183,7 @@ def resolve_output(output: Path | None, recipe: Recipe) -> Path:
     if output is None:
         return default_output(recipe)
     output = Path(output)
-    if output.suffix != ".safetensors":
+    if output.suffix.lower() != ".safetensors":
         return output / "model.safetensors"
     return output
 
@@ -339,6 +339,8 @@ def predict(path: Path, images: list, *, indices: list[int] | None = None, devic
             named += load_idx_images(image, indices or [])
         else:
             named.append((str(image), load_image(image)))
+    if indices and len(named) == len(images):
+        raise ConfigError("--index picks images from an IDX file, and none of the files given is one")
     backend = _inference_backend(ckpt, device)
     probs = backend.predict_proba(np.stack([pixels for _, pixels in named]))
     results = []

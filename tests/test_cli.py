@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -301,3 +303,28 @@ def test_usage_errors_are_one_line_from_the_command(args, words):
     assert out.returncode == 2
     message = out.stderr.strip()
     assert message.startswith("Error:") and "\n" not in message and words in message, message
+
+
+def test_small_path_mistakes(data_dir, tmp_path):
+    assert_user_error(invoke("evaluate", tmp_path, "--data-dir", data_dir), 4, "is a folder")
+    (tmp_path / "plain").write_text("x")
+    result = invoke("train", "--output", tmp_path / "plain" / "m.safetensors", "--data-dir", tmp_path,
+                    "--mirror", dead_url())
+    assert_user_error(result, 5, "is a file, not a folder")
+    result = invoke("predict", _small_checkpoint(tmp_path), Path(__file__).parents[1] / "data" / "samples" / "digit-1.png",
+                    "--index", "3")
+    assert_user_error(result, 2, "--index picks images from an IDX file")
+
+
+def test_json_never_holds_nan(tmp_path, data_dir):
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(_small_checkpoint(tmp_path)), framework="numpy") as f:
+        meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
+    tensors["dense_0.bias"] = np.full_like(tensors["dense_0.bias"], np.nan)
+    path = tmp_path / "nan.safetensors"
+    save_file(tensors, str(path), metadata=meta)
+    result = invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["test_loss"] is None  # strict JSON parses; NaN became null
