@@ -70,7 +70,7 @@ def kernel_steps(o, theta, grads):
     for t, g in enumerate(grads, start=1):
         lr = np.float32(K.learning_rate_at(hp, t))
         bc1, bc2 = K.bias_corrections(hp, t)
-        K.optimizer_update(theta, g, v, m, b, hp, lr, bc1, bc2)
+        K.optimizer_update(theta, g.copy(), v, m, b, hp, lr, bc1, bc2)  # the kernel overwrites g
     return theta, v, m, b
 
 

@@ -286,54 +286,73 @@ def optimizer_update(theta, grad, v, m, b, hp, lr, bc1, bc2):
     In order: clip by value; weight decay, added to g (L2, PyTorch) or applied to
     theta on its own (decoupled, Keras); the optimizer's scaling; momentum
     b <- mu*b + update, the step being b or, Nesterov, update + mu*b.
+
+    Each stage is its own loop over the arrays, with the options tested once
+    outside it, so every loop is branch-free and vectorised; grad is
+    overwritten with the step (it is scratch for the callers).
     """
+    n = theta.size
     kind = int(hp[KIND])
     rho, eps, outside = np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0
     one_minus_rho = ONE - rho
-    centered = hp[CENTERED] != 0
     mu, nesterov = np.float32(hp[MOMENTUM]), hp[NESTEROV] != 0
     wd, decoupled = np.float32(hp[WEIGHT_DECAY]), hp[DECOUPLED] != 0
     clip = np.float32(hp[CLIP_VALUE])
     beta1, beta2 = np.float32(hp[BETA1]), np.float32(hp[BETA2])
-    for i in range(theta.size):
-        g = grad[i]
-        if clip > ZERO:
-            g = min(max(g, -clip), clip)
-        th = theta[i]
-        if wd > ZERO:
-            if decoupled:
-                th -= lr * wd * th
-            else:
-                g += wd * th
-        if kind == RMSPROP:
-            vi = rho * v[i] + one_minus_rho * g * g
+    g = grad
+    if clip > ZERO:
+        for i in range(n):
+            g[i] = min(max(g[i], -clip), clip)
+    if wd > ZERO and decoupled:
+        for i in range(n):
+            theta[i] -= lr * wd * theta[i]
+    elif wd > ZERO:
+        for i in range(n):
+            g[i] += wd * theta[i]
+    if kind == RMSPROP:
+        for i in range(n):
+            vi = rho * v[i] + one_minus_rho * g[i] * g[i]
             v[i] = vi if vi >= FLUSH else ZERO
-            var = v[i] * bc2
-            if centered:
-                mi = rho * m[i] + one_minus_rho * g
+        if hp[CENTERED] != 0:
+            for i in range(n):
+                mi = rho * m[i] + one_minus_rho * g[i]
                 m[i] = mi
                 mean = mi * bc2
-                var = max(var - mean * mean, ZERO)
-            denom = np.sqrt(var) + eps if outside else np.sqrt(var + eps)
-            step = lr * g / denom
-        elif kind == ADAGRAD:
-            vi = v[i] + g * g
+                var = max(v[i] * bc2 - mean * mean, ZERO)
+                g[i] = lr * g[i] / (np.sqrt(var) + eps if outside else np.sqrt(var + eps))
+        elif outside:
+            for i in range(n):
+                g[i] = lr * g[i] / (np.sqrt(v[i] * bc2) + eps)
+        else:
+            for i in range(n):
+                g[i] = lr * g[i] / np.sqrt(v[i] * bc2 + eps)
+    elif kind == ADAGRAD:
+        for i in range(n):
+            vi = v[i] + g[i] * g[i]
             v[i] = vi
-            denom = np.sqrt(vi) + eps if outside else np.sqrt(vi + eps)
-            step = lr * g / denom
-        elif kind == ADAM:
-            mi = beta1 * m[i] + (ONE - beta1) * g
-            vi = beta2 * v[i] + (ONE - beta2) * g * g
+            g[i] = lr * g[i] / (np.sqrt(vi) + eps if outside else np.sqrt(vi + eps))
+    elif kind == ADAM:
+        for i in range(n):
+            mi = beta1 * m[i] + (ONE - beta1) * g[i]
+            vi = beta2 * v[i] + (ONE - beta2) * g[i] * g[i]
             m[i] = mi if abs(mi) >= FLUSH else ZERO
             v[i] = vi if vi >= FLUSH else ZERO
-            step = lr * (m[i] * bc1) / (np.sqrt(v[i] * bc2) + eps)
-        else:  # SGD, and SGD with momentum
-            step = lr * g
-        if mu > ZERO:
-            bi = mu * b[i] + step
+            g[i] = lr * (m[i] * bc1) / (np.sqrt(v[i] * bc2) + eps)
+    else:  # SGD, and SGD with momentum
+        for i in range(n):
+            g[i] = lr * g[i]
+    if mu > ZERO:
+        for i in range(n):
+            bi = mu * b[i] + g[i]
             b[i] = bi if abs(bi) >= FLUSH else ZERO
-            step = step + mu * b[i] if nesterov else b[i]
-        theta[i] = th - step
+        if nesterov:
+            for i in range(n):
+                g[i] += mu * b[i]
+        else:
+            for i in range(n):
+                g[i] = b[i]
+    for i in range(n):
+        theta[i] -= g[i]
 
 
 @njit(**JIT)
