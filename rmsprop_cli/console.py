@@ -6,6 +6,7 @@ import time
 
 from rich.console import Console, Group
 from rich.live import Live
+from rich.markup import escape
 from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
@@ -109,9 +110,9 @@ def render_train_result(result: dict, console: Console = out) -> None:
                       f"{info['best_epoch']} (val_loss {info['best_val_loss']:.4f})")
     console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], "
                   f"test loss {_num(result['test_loss'])} ({result['device']})")
-    console.print(f"Checkpoint saved to [bold]{result['checkpoint']}[/bold]")
+    console.print(f"Checkpoint saved to [bold]{escape(result['checkpoint'])}[/bold]", soft_wrap=True)
     limit = f" --limit {result['recipe']['limit']}" if result["recipe"].get("limit") else ""
-    console.print(f"Evaluate it later with: rmsprop evaluate {result['checkpoint']}{limit}")
+    console.print(f"Evaluate it later with: rmsprop evaluate {escape(result['checkpoint'])}{limit}", soft_wrap=True)
 
 
 def render_evaluation(result: dict, console: Console = out) -> None:
@@ -157,7 +158,7 @@ def render_comparison(result: dict, console: Console = out) -> None:
     if result["figure"]:
         console.print(f"Figure: [bold]{result['figure']}[/bold]")
     else:
-        console.print(f"[yellow]No figure:[/yellow] {result['figure_note']}", highlight=False)
+        console.print(f"[yellow]No figure:[/yellow] {escape(result['figure_note'])}", highlight=False, soft_wrap=True)
 
 
 def render_download(paths: dict, console: Console = out) -> None:
@@ -166,4 +167,5 @@ def render_download(paths: dict, console: Console = out) -> None:
 
 
 def error(message: str, label: str = "Error") -> None:
-    err.print(f"[bold red]{label}:[/bold red] {message}", highlight=False, soft_wrap=True)
+    # escape: messages hold paths and hints like 'rmsprop-cli[plot]' that are not markup
+    err.print(f"[bold red]{label}:[/bold red] {escape(message)}", highlight=False, soft_wrap=True)

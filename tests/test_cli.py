@@ -328,3 +328,10 @@ def test_json_never_holds_nan(tmp_path, data_dir):
     result = invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20", "--json")
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["test_loss"] is None  # strict JSON parses; NaN became null
+
+
+def test_messages_with_square_brackets_survive(tmp_path):
+    """Rich markup must not eat text like rmsprop-cli[plot] or a path with brackets."""
+    path = tmp_path / "run[1]" / "model.safetensors"
+    result = invoke("evaluate", path)
+    assert_user_error(result, 4, "run[1]")

@@ -260,12 +260,6 @@ def rmsprop_update(theta, grad, v, lr, rho, eps, eps_outside):
         theta[i] -= lr * g / denom
 
 
-# Parameters, gradients and optimizer buffers are flat vectors, layer by layer
-# (W (n_in, n_out) row-major, then b); activations and deltas of one thread are
-# flat buffers holding `rows` rows of every layer's width.  Views are carved out
-# inside compiled code because Numba's parallel regions cannot take tuples of
-# arrays, and flat buffers let one kernel serve any depth of network.
-
 @njit(**JIT)
 def rmsprop_decay(v, rho):
     """rmsprop_update's effect on v when g = 0: v <- rho*v, flushed; theta is unchanged."""
@@ -385,6 +379,12 @@ def bias_corrections(hp, t):
         return c, c
     return ONE, ONE
 
+
+# Parameters, gradients and optimizer buffers are flat vectors, layer by layer
+# (W (n_in, n_out) row-major, then b); activations and deltas of one thread are
+# flat buffers holding `rows` rows of every layer's width.  Views are carved out
+# inside compiled code because Numba's parallel regions cannot take tuples of
+# arrays, and flat buffers let one kernel serve any depth of network.
 
 @njit(**JIT)
 def param_layer(theta, sizes, l):
