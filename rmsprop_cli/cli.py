@@ -228,12 +228,12 @@ def evaluate(
 ):
     """Score a saved model on the MNIST test set: loss, accuracy, per-class accuracy, confusion matrix."""
     with _user_errors():
-        from . import train as training
+        from . import inference
 
         if limit is not None and limit < 1:
             from .errors import ConfigError
             raise ConfigError(f"--limit must be at least 1; got {limit}")
-        result = training.evaluate(checkpoint, device=device, data_dir=data_dir, mirrors=mirror or None,
+        result = inference.evaluate(checkpoint, device=device, data_dir=data_dir, mirrors=mirror or None,
                                    limit=limit, reporter=None if json_ else _reporter(False))
         if json_:
             typer.echo(_json(result))
@@ -257,9 +257,9 @@ def predict(
 ):
     """Classify your own digit images: the predicted digit and the three most likely, with probabilities."""
     with _user_errors():
-        from . import train as training
+        from . import inference
 
-        results = training.predict(checkpoint, images, indices=index, device=device)
+        results = inference.predict(checkpoint, images, indices=index, device=device)
         if json_:
             typer.echo(_json({"predictions": results}))
             return
@@ -296,7 +296,7 @@ def compare(
     seconds per optimizer, and draws their loss and accuracy curves (needs matplotlib: pip install 'rmsprop-cli[plot]').
     """
     with _user_errors():
-        from . import train as training
+        from . import experiments
         from .errors import ConfigError
 
         rates = {}
@@ -312,7 +312,7 @@ def compare(
         options = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, val_split=val_split, seed=seed, limit=limit)
         run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output)
         if json_:
-            typer.echo(_json(training.compare(options, names, rates, **run)))
+            typer.echo(_json(experiments.compare(options, names, rates, **run)))
             return
         from .console import TrainDisplay, render_comparison
 
@@ -325,7 +325,7 @@ def compare(
             return displays[-1]
 
         try:
-            result = training.compare(options, names, rates, **run, reporter=_reporter(False),
+            result = experiments.compare(options, names, rates, **run, reporter=_reporter(False),
                                       callbacks_for=callbacks_for)
         finally:
             if displays:
@@ -342,9 +342,9 @@ def plot(
 ):
     """Draw a run's training and validation loss and accuracy per epoch as a PNG (needs matplotlib)."""
     with _user_errors():
-        from . import train as training
+        from . import experiments
 
-        path = training.plot(checkpoint, output)
+        path = experiments.plot(checkpoint, output)
         typer.echo(f"Wrote {path}")
 
 

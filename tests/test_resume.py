@@ -1,7 +1,6 @@
 """Runs that stop and continue: Ctrl-C, --resume, --checkpoint-every, --early-stopping, metrics.csv."""
 
 import csv
-import json
 import os
 import signal
 import subprocess

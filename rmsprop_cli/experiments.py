@@ -1,0 +1,86 @@
+"""Experiments across runs: `rmsprop compare` (one network, several optimizers) and `rmsprop plot`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from . import checkpoint, data, model
+from .backends import check_device, make_backend
+from .config import build_recipe
+from .errors import ConfigError, OutputError
+from .optim import Optimizer
+from .train import Callbacks, default_output, fit, split_validation
+
+
+def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: str = "cpu", data_dir=None,
+            mirrors=None, output: Path | None = None, reporter=None, callbacks_for=None) -> dict:
+    """Everything `rmsprop compare` does: the same network, from the same initial
+    weights and through the same batch order, trained by each optimizer; a table
+    of results and a figure of their curves."""
+    from .optim import DEFAULT_LR, OPTIMIZERS
+
+    check_device(device)
+    unknown = [n for n in list(names) + list(lrs) if n not in OPTIMIZERS]
+    if unknown:
+        raise ConfigError(f"unknown optimizer {unknown[0]!r}: choose from {', '.join(OPTIMIZERS)}")
+    if not names:
+        raise ConfigError("--optimizers lists no optimizer")
+    recipes = {n: build_recipe({**options, "optimizer": n, "lr": lrs.get(n, DEFAULT_LR[n])}) for n in names}
+    first = recipes[names[0]]
+    figure = Path(output) if output is not None else default_output(first).with_name("compare.png")
+    if figure.suffix.lower() != ".png":
+        figure = figure / "compare.png"
+    checkpoint.check_writable(figure, 2**20)
+
+    images, labels, _ = data.load_mnist("train", data_dir, mirrors, reporter, first.limit)
+    test_images, test_labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, first.limit)
+    X_train, y_train, X_val, y_val = split_validation(images, labels.astype(np.int64), first.val_split)
+    if len(X_train) == 0:
+        raise ConfigError(f"no training images left: --limit {first.limit} with --val-split {first.val_split}")
+    n_batches = -(-len(X_train) // first.batch_size)
+
+    rows, runs = [], {}
+    for name, recipe in recipes.items():
+        cb = callbacks_for(name, recipe) if callbacks_for else Callbacks()
+        rng = np.random.default_rng(recipe.seed)   # the same weights and batch order for every optimizer
+        theta = model.glorot_init(recipe.sizes, rng)
+        optimizer = Optimizer(recipe, n_batches)
+        backend = make_backend(device, recipe.sizes, recipe.batch_size, optimizer, theta,
+                               optimizer.init(theta.size), X_train, y_train)
+        backend.warm_up()
+        history, _, _ = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb)
+        test_loss, test_correct, _ = backend.evaluate(test_images, test_labels)
+        val = [m["val_accuracy"] for m in history if m["val_accuracy"] is not None]
+        rows.append({
+            "optimizer": name, "lr": recipe.lr,
+            "final_val_accuracy": val[-1] if val else None, "best_val_accuracy": max(val) if val else None,
+            "test_accuracy": test_correct / len(test_images), "test_loss": test_loss / len(test_images),
+            "epochs_to_97": next((m["epoch"] for m in history if (m["val_accuracy"] or 0) >= 0.97), None),
+            "seconds": sum(m["seconds"] for m in history), "epochs": history})
+        runs[f"{name} (lr {recipe.lr:g})"] = history
+
+    from .plots import plot_comparison
+
+    result = {"optimizers": rows, "figure": None}
+    try:
+        plot_comparison(runs, figure, f"{'-'.join(map(str, first.sizes))} on MNIST, batch {first.batch_size}, "
+                                      f"same initial weights and batch order")
+        result["figure"] = str(figure)
+    except ConfigError as e:   # matplotlib is an optional extra: the table still stands
+        result["figure_note"] = str(e)
+    except OutputError as e:
+        result["figure_note"] = str(e)
+    return result
+
+
+def plot(path: Path, output: Path | None = None) -> Path:
+    """Everything `rmsprop plot` does: a checkpoint's training curves as a PNG."""
+    from .plots import plot_history
+
+    ckpt = checkpoint.load(path)
+    out = Path(output) if output is not None else Path(path).with_name("curves.png")
+    r = ckpt.recipe
+    return plot_history(ckpt.history, out, f"{'-'.join(map(str, r.sizes))}, {r.optimizer} lr {r.lr:g}, "
+                                           f"batch {r.batch_size}")
