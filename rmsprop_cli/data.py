@@ -361,16 +361,16 @@ def _write_atomic(path: Path, data: bytes) -> None:
                 os.unlink(tmp)
 
 
-def _cached(path: Path, fname: str) -> bool:
-    """True if ``path`` holds the verified file; a bad one is deleted so it is fetched again."""
+def _cached(path: Path, fname: str) -> bytes | None:
+    """The verified content of ``path``, or None; a bad file is deleted so it is fetched again."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return False
+        return None
     except OSError:
         data = None
     if data is not None and _problem(data, fname) is None:
-        return True
+        return data
     try:
         path.unlink()
     except OSError as e:
@@ -378,7 +378,7 @@ def _cached(path: Path, fname: str) -> bool:
             f"the cached {path} is damaged and cannot be removed ({_strerror(e)}); "
             "delete it or pass --data-dir to use another folder"
         ) from None
-    return False
+    return None
 
 
 def _resolve(name: str) -> str:
@@ -413,24 +413,31 @@ def fetch(
     ``names`` are file names ("t10k-images-idx3-ubyte") or MNIST_FILES keys ("test-images");
     the result is keyed by the names as given.
     """
+    return {name: path for name, (path, _) in _fetch(names, data_dir, mirrors, reporter, timeout, retries).items()}
+
+
+def _fetch(names, data_dir, mirrors, reporter, timeout=30.0, retries=2) -> dict[str, tuple[Path, bytes]]:
+    """fetch, also returning the verified bytes, so a loader need not read and hash them again."""
     if isinstance(names, str):
         names = [names]
     wanted = [(name, _resolve(name)) for name in names]
     folder = _prepare_folder(data_dir)
     mirrors = DEFAULT_MIRRORS if mirrors is None else tuple(mirrors)
     dead: dict[str, str] = {}
-    paths: dict[str, Path] = {}
+    out: dict[str, tuple[Path, bytes]] = {}
     for name, fname in wanted:
         path = folder / fname
-        if not _cached(path, fname):
+        data = _cached(path, fname)
+        if data is None:
             # Fail before a long download rather than after it.
             if not os.access(folder, os.W_OK):
                 raise DataError(
                     f"cannot write to the data folder {folder}; pass --data-dir to use another folder"
                 )
-            _write_atomic(path, _download(fname, mirrors, reporter, timeout, max(0, retries), dead))
-        paths[name] = path
-    return paths
+            data = _download(fname, mirrors, reporter, timeout, max(0, retries), dead)
+            _write_atomic(path, data)
+        out[name] = (path, data)
+    return out
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -463,18 +470,10 @@ def load_mnist(
     if limit is not None and limit < 1:
         raise ConfigError(f"the image limit must be at least 1; got {limit}")
     image_name, label_name = MNIST_FILES[f"{split}-images"], MNIST_FILES[f"{split}-labels"]
-    paths = fetch([image_name, label_name], data_dir, mirrors, reporter)
-    arrays, digests = [], {}
-    for fname in (image_name, label_name):
-        try:
-            data = paths[fname].read_bytes()
-        except OSError as e:
-            raise DataError(f"cannot read {paths[fname]}: {_strerror(e)}") from None
-        # Hash what is actually loaded, so the digests recorded with a run are not just copied.
-        digests[fname] = hashlib.md5(data).hexdigest()
-        if digests[fname] != MNIST_MD5[fname]:
-            raise ChecksumError(f"{paths[fname]} changed while it was being loaded; run the command again")
-        arrays.append(parse_idx(data, fname))
+    files = _fetch([image_name, label_name], data_dir, mirrors, reporter)
+    # _fetch verified each file's MD5 on exactly these bytes, which are what gets parsed.
+    arrays = [parse_idx(files[fname][1], fname) for fname in (image_name, label_name)]
+    digests = {fname: MNIST_MD5[fname] for fname in (image_name, label_name)}
     images, labels = arrays
     _check_pair(images, labels, image_name, label_name)
     if limit is not None and limit < len(images):
