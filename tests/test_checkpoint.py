@@ -148,3 +148,18 @@ def test_written_files_respect_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "m.safetensors").stat().st_mode) == 0o644
+
+
+def test_interrupt_mid_write_leaves_no_temporary(tmp_path, monkeypatch):
+    path = tmp_path / "m.safetensors"
+    checkpoint.save(path, make_checkpoint())
+    before = path.read_bytes()
+
+    def ctrl_c(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save(path, make_checkpoint(hidden=(3,)))
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["m.safetensors"]
