@@ -71,7 +71,7 @@ def _user_errors():
     except KeyboardInterrupt:
         from .console import error
 
-        error("stopped before anything was saved", "Interrupted")
+        error("stopped at once; nothing more was saved (checkpoints written before are intact)", "Interrupted")
         raise typer.Exit(130) from None
 
 
