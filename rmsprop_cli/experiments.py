@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, model
+from . import checkpoint, model
 from .backends import check_device, make_backend
 from .config import build_recipe
 from .errors import ConfigError, OutputError
 from .optim import Optimizer
-from .train import Callbacks, default_output, fit, split_validation
+from .train import Callbacks, Dataset, default_output, fit
 
 
 def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: str = "cpu", data_dir=None,
@@ -34,11 +34,9 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
         figure = figure / "compare.png"
     checkpoint.check_writable(figure, 2**20)
 
-    images, labels, _ = data.load_mnist("train", data_dir, mirrors, reporter, first.limit)
-    test_images, test_labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, first.limit)
-    X_train, y_train, X_val, y_val = split_validation(images, labels.astype(np.int64), first.val_split)
-    if len(X_train) == 0:
-        raise ConfigError(f"no training images left: --limit {first.limit} with --val-split {first.val_split}")
+    d = Dataset.load(first, data_dir, mirrors, reporter)
+    X_train, y_train, X_val, y_val, test_images, test_labels = (
+        d.X_train, d.y_train, d.X_val, d.y_val, d.test_images, d.test_labels)
     n_batches = -(-len(X_train) // first.batch_size)
 
     rows, runs = [], {}

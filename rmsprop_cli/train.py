@@ -45,6 +45,28 @@ def split_validation(X, y, val_split: float):
 
 
 @dataclass
+class Dataset:
+    """The images a run trains, validates and tests on, and the checksums of their files."""
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    checksums: dict
+
+    @classmethod
+    def load(cls, recipe: Recipe, data_dir=None, mirrors=None, reporter=None) -> "Dataset":
+        images, labels, train_sums = data.load_mnist("train", data_dir, mirrors, reporter, recipe.limit)
+        test_images, test_labels, test_sums = data.load_mnist("test", data_dir, mirrors, reporter, recipe.limit)
+        X_train, y_train, X_val, y_val = split_validation(images, labels.astype(np.int64), recipe.val_split)
+        if len(X_train) == 0:
+            raise ConfigError(f"no training images left: --limit {recipe.limit} with --val-split {recipe.val_split}")
+        return cls(X_train, y_train, X_val, y_val, test_images, test_labels, {**train_sums, **test_sums})
+
+
+@dataclass
 class Position:
     """Where a run stands: enough to continue it bit for bit.
 
@@ -224,14 +246,12 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
     checkpoint.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(Optimizer(recipe, 1).state_names)))
 
-    images, labels, train_sums = data.load_mnist("train", data_dir, mirrors, reporter, recipe.limit)
-    test_images, test_labels, test_sums = data.load_mnist("test", data_dir, mirrors, reporter, recipe.limit)
-    X_train, y_train, X_val, y_val = split_validation(images, labels.astype(np.int64), recipe.val_split)
-    if len(X_train) == 0:
-        raise ConfigError(f"no training images left: --limit {recipe.limit} with --val-split {recipe.val_split}")
+    d = Dataset.load(recipe, data_dir, mirrors, reporter)
+    X_train, y_train, X_val, y_val = d.X_train, d.y_train, d.X_val, d.y_val
+    test_images, test_labels = d.test_images, d.test_labels
     if early_stopping is not None and len(X_val) == 0:
         raise ConfigError(f"--early-stopping needs a validation set, and --val-split {recipe.val_split} "
-                          f"of {len(images)} images leaves none")
+                          f"of {len(X_train) + len(X_val)} images leaves none")
 
     n_batches = -(-len(X_train) // recipe.batch_size)
     optimizer = Optimizer(recipe, n_batches)
@@ -258,7 +278,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
                            steps)
     cb.status("Compiling kernels (the first run only; later runs load them from the cache)")
     backend.warm_up()   # so that compiling is not counted in the first epoch's time
-    info = {"dataset": {**train_sums, **test_sums}, "device": backend.name, "optimizer": recipe.optimizer}
+    info = {"dataset": d.checksums, "device": backend.name, "optimizer": recipe.optimizer}
 
     def save(history, pos, **extra):
         steps = (pos.epoch - 1) * n_batches + pos.batch
