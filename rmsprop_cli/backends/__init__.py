@@ -39,6 +39,9 @@ class Backend(Protocol):
 
 def check_device(device: str) -> None:
     """Called before any data is fetched, so a typo costs nothing."""
+    if device == "cuda":
+        raise ConfigError("--device cuda is not available in this version, which has the CPU backend only; "
+                          "use --device cpu")
     if device not in DEVICES:
         raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")
 
