@@ -33,6 +33,8 @@ Mirror = Annotated[Optional[list[str]], typer.Option(
          "(in RMSPROP_MIRROR separate them with spaces) \\[default: the public mirrors].")]
 Limit = Annotated[Optional[int], typer.Option(
     help="Use only the first N training and N test images (quick runs).", show_default=False)]
+CheckpointArg = Annotated[Path, typer.Argument(
+    metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
 Device = Annotated[str, typer.Option(help="Compute backend: cpu.")]
 
@@ -218,8 +220,7 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.",
-                                               show_default=False)],
+    checkpoint: CheckpointArg,
     data_dir: DataDir = None,
     mirror: Mirror = None,
     limit: Limit = None,
@@ -245,8 +246,7 @@ def evaluate(
 
 @app.command()
 def predict(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.",
-                                               show_default=False)],
+    checkpoint: CheckpointArg,
     images: Annotated[list[Path], typer.Argument(
         metavar="IMAGE", help="PNG or JPEG files of single digits, any size, dark on light or light on dark; "
              "or MNIST-style IDX image files (see --index).", show_default=False)],
@@ -335,8 +335,7 @@ def compare(
 
 @app.command()
 def plot(
-    checkpoint: Annotated[Path, typer.Argument(metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.",
-                                               show_default=False)],
+    checkpoint: CheckpointArg,
     output: Annotated[Optional[Path], typer.Option(
         help="The PNG to write \\[default: curves.png beside the checkpoint].", show_default=False)] = None,
 ):

@@ -182,23 +182,28 @@ def _strerror(e: OSError) -> str:
     return (e.strerror or str(e) or type(e).__name__).lower()
 
 
+def _read_reporting(stream, chunk_size: int, label: str, total: int | None, reporter: Reporter | None) -> bytes:
+    """Read a stream to its end in chunks, telling the reporter as it goes."""
+    chunks = []
+    if reporter:
+        reporter.start(label, total)
+    try:
+        while chunk := stream.read(chunk_size):
+            chunks.append(chunk)
+            if reporter:
+                reporter.advance(len(chunk))
+    finally:
+        if reporter:
+            reporter.finish()
+    return b"".join(chunks)
+
+
 def _read_url(url: str, label: str, reporter: Reporter | None, timeout: float) -> bytes:
     request = urllib.request.Request(url, headers={"User-Agent": "rmsprop-cli"})
     with urllib.request.urlopen(request, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.strip().isdigit() else None
-        chunks = []
-        if reporter:
-            reporter.start(label, total)
-        try:
-            while chunk := resp.read(_CHUNK):
-                chunks.append(chunk)
-                if reporter:
-                    reporter.advance(len(chunk))
-        finally:
-            if reporter:
-                reporter.finish()
-    data = b"".join(chunks)
+        data = _read_reporting(resp, _CHUNK, label, total, reporter)
     # read(amt) returns short at EOF instead of raising, so check the length ourselves.
     if total is not None and len(data) != total:
         raise http.client.IncompleteRead(data, total - len(data))
@@ -236,22 +241,11 @@ def _fetch_local(folder: Path, candidate: str, label: str, reporter: Reporter | 
     path = folder / candidate
     if not path.is_file():
         raise _Failed("not found", "missing")
-    chunks = []
     try:
         with open(path, "rb") as f:
-            if reporter:
-                reporter.start(label, os.fstat(f.fileno()).st_size)
-            try:
-                while chunk := f.read(_LOCAL_CHUNK):
-                    chunks.append(chunk)
-                    if reporter:
-                        reporter.advance(len(chunk))
-            finally:
-                if reporter:
-                    reporter.finish()
+            return _read_reporting(f, _LOCAL_CHUNK, label, os.fstat(f.fileno()).st_size, reporter)
     except OSError as e:
         raise _Failed(_describe(e), "bad") from None
-    return b"".join(chunks)
 
 
 def _decompress(raw: bytes, candidate: str) -> bytes:

@@ -8,7 +8,6 @@ needs is also decided here, so checkpoints hold exactly those.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,21 +83,3 @@ class Optimizer:
         r = self.recipe
         return (r.optimizer == "rmsprop" and not r.centered and self.momentum == 0 and r.weight_decay == 0
                 and not r.bias_correction and not r.clip_value and r.schedule == "constant" and r.warmup_steps == 0)
-
-
-def learning_rate(h: np.ndarray, t: int) -> float:
-    """The learning rate of update t (1-based): linear warm-up, then the schedule. Plain
-    Python, the reference the kernels' copy is tested against."""
-    base, warm = h[LR], h[WARMUP]
-    if t <= warm:
-        return base * t / warm
-    s = t - warm
-    kind = int(h[SCHEDULE])
-    if kind == 1:
-        return base * h[DECAY_RATE] ** math.floor(s / h[DECAY_STEPS])
-    if kind == 2:
-        return base * h[DECAY_RATE] ** (s / h[DECAY_STEPS])
-    if kind == 3:
-        span = max(h[TOTAL_STEPS] - warm, 1)
-        return base * 0.5 * (1 + math.cos(math.pi * min(s, span) / span))
-    return base

@@ -358,7 +358,7 @@ def optimizer_update(theta, grad, v, m, b, hp, lr, bc1, bc2):
 
 @njit(**JIT)
 def learning_rate_at(hp, t):
-    """optim.learning_rate, compiled: linear warm-up, then the schedule."""
+    """The learning rate of update t (1-based): linear warm-up, then the schedule."""
     base, warm = hp[LR], hp[WARMUP]
     if t <= warm:
         return base * t / warm
