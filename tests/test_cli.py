@@ -332,9 +332,9 @@ def test_json_never_holds_nan(tmp_path, data_dir):
 
 def test_messages_with_square_brackets_survive(tmp_path):
     """Rich markup must not eat text like rmsprop-cli[plot] or a path with brackets."""
-    path = tmp_path / "run[1]" / "model.safetensors"
+    path = tmp_path / "run[bold]" / "model.safetensors"
     result = invoke("evaluate", path)
-    assert_user_error(result, 4, "run[1]")
+    assert_user_error(result, 4, "run[bold]")
 
 
 def test_cuda_is_refused_clearly(tmp_path):
