@@ -16,6 +16,11 @@ JIT = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil"
 # Only the per-batch drivers are parallel (a prange over shards of the batch);
 # the kernels they call stay serial, so threads never nest.
 JIT_PARALLEL = {**JIT, "parallel": True}
+# CUDA kernels: IEEE division and square root (fastmath would make them
+# approximate and flush denormals), so that each kernel matches its CPU twin to
+# float32 rounding; cache=True keeps the PTX between runs as on the CPU.
+CUDA_JIT = {"cache": True, "fastmath": False}
+CUDA_DEVICE = {"device": True, "fastmath": False}
 
 EPS_PLACEMENTS = ("inside", "outside")
 F32_MAX = float(np.finfo(np.float32).max)

@@ -44,6 +44,12 @@ class OutputError(RmspropError):
     exit_code = 5
 
 
+class DeviceError(RmspropError):
+    """--device cuda on a machine where CUDA cannot be used; the message says why and what to do."""
+
+    exit_code = 7
+
+
 class TrainingDiverged(RmspropError):
     """The loss became NaN or infinite."""
 

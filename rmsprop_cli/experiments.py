@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, model
-from .backends import check_device, make_backend
+from .backends import make_backend, resolve_device
 from .config import build_recipe
 from .errors import ConfigError, OutputError
 from .optim import Optimizer
@@ -21,7 +21,7 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
     of results and a figure of their curves."""
     from .optim import DEFAULT_LR, OPTIMIZERS
 
-    check_device(device)
+    device, _ = resolve_device(device)
     unknown = [n for n in list(names) + list(lrs) if n not in OPTIMIZERS]
     if unknown:
         raise ConfigError(f"unknown optimizer {unknown[0]!r}: choose from {', '.join(OPTIMIZERS)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, data
-from .backends import check_device, make_backend
+from .backends import make_backend, resolve_device
 from .errors import ConfigError
 from .optim import Optimizer
 
@@ -22,7 +22,7 @@ def _inference_backend(ckpt, device: str):
 def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, limit: int | None = None,
              reporter=None) -> dict:
     """Everything `rmsprop evaluate` does: checkpoint, test set, metrics."""
-    check_device(device)
+    device, _ = resolve_device(device)
     ckpt = checkpoint.load(path)
     images, labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, limit)
     backend = _inference_backend(ckpt, device)
@@ -34,6 +34,7 @@ def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, li
         "test_loss": loss / len(images),
         "per_class_accuracy": per_class,
         "confusion_matrix": confusion.tolist(),
+        "device": backend.name,
     }
 
 
@@ -42,7 +43,7 @@ def predict(path: Path, images: list, *, indices: list[int] | None = None, devic
     given indices) made MNIST-like and classified, most likely digits first."""
     from .images import is_idx, load_idx_images, load_image
 
-    check_device(device)
+    device, _ = resolve_device(device)
     ckpt = checkpoint.load(path)
     named = []
     for image in images:

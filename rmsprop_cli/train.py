@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from . import checkpoint, data, model
-from .backends import check_device, make_backend
+from .backends import make_backend, resolve_device
 from .config import Recipe, build_recipe
 from .errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
 from .optim import Optimizer
@@ -222,7 +222,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     position reached is saved and Interrupted is raised.
     """
     cb = callbacks or Callbacks()
-    check_device(device)
+    device, _ = resolve_device(device)
     if checkpoint_every is not None and checkpoint_every < 1:
         raise ConfigError(f"--checkpoint-every must be at least 1 epoch; got {checkpoint_every}")
     if early_stopping is not None and early_stopping < 1:

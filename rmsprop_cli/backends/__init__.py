@@ -3,13 +3,15 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Protocol
 
 import numpy as np
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DeviceError
 
-DEVICES = ("cpu",)
+DEVICES = ("cpu", "cuda", "auto")
+INSTALL_CUDA = "pip install 'rmsprop-cli[cuda]'"
 
 
 class Backend(Protocol):
@@ -37,19 +39,72 @@ class Backend(Protocol):
         """Optimizer buffers by name, flat float32 on the host."""
 
 
-def check_device(device: str) -> None:
-    """Called before any data is fetched, so a typo costs nothing."""
-    if device == "cuda":
-        raise ConfigError("--device cuda is not available in this version, which has the CPU backend only; "
-                          "use --device cpu")
+def _driver_problem(exc: Exception) -> str:
+    """Numba's CUDA initialisation error, as one line that says what is missing."""
+    text = " ".join(str(exc).split())
+    lowered = text.lower()
+    if "driver library cannot be found" in lowered or "libcuda" in lowered:
+        return "no NVIDIA driver was found (libcuda is not installed); install the NVIDIA driver for your GPU"
+    if "no_device" in lowered or "no cuda-capable device" in lowered:
+        return "the NVIDIA driver found no GPU (CUDA_ERROR_NO_DEVICE)"
+    if "insufficient_driver" in lowered or "driver version is insufficient" in lowered:
+        return "the NVIDIA driver is older than the CUDA runtime needs; update the driver"
+    return f"CUDA could not be initialised ({text[:200]})"
+
+
+@functools.lru_cache(maxsize=1)
+def cuda_status() -> tuple[bool, str, dict]:
+    """(usable, one line: the GPU or why CUDA cannot be used, details for `rmsprop info`)."""
+    try:
+        import numba
+        from numba import cuda
+    except Exception as e:  # numba built without CUDA support, or a broken numba-cuda install
+        return False, f"Numba's CUDA target cannot be imported ({e}); {INSTALL_CUDA}", {}
+    if numba.config.ENABLE_CUDASIM:
+        return True, "Numba's CUDA simulator (NUMBA_ENABLE_CUDASIM=1): the CUDA kernels run on the CPU, slowly", {
+            "simulator": True}
+    try:
+        device = cuda.get_current_device()
+    except Exception as e:  # CudaSupportError and driver errors; each means "not usable here"
+        return False, _driver_problem(e), {}
+    try:
+        from numba.cuda.cudadrv import nvvm
+
+        have_nvvm = nvvm.is_available()
+    except Exception:
+        have_nvvm = False
+    name = device.name.decode() if isinstance(device.name, bytes) else str(device.name)
+    cc = ".".join(map(str, device.compute_capability))
+    details = {"name": name, "compute_capability": cc}
+    if not have_nvvm:
+        return False, f"found {name}, but not the CUDA compiler (NVVM) that Numba needs; {INSTALL_CUDA} brings it", details
+    return True, f"{name}, compute capability {cc}", details
+
+
+def resolve_device(device: str) -> tuple[str, str]:
+    """The backend for --device ('cpu' or 'cuda') and a line saying which was chosen and
+    why ('' for plain cpu).  Called before any data is fetched, so a mistake costs nothing."""
     if device not in DEVICES:
         raise ConfigError(f"--device must be one of: {', '.join(DEVICES)}; got {device!r}")
+    if device == "cpu":
+        return "cpu", ""
+    usable, detail, _ = cuda_status()
+    if device == "cuda":
+        if not usable:
+            raise DeviceError(f"--device cuda cannot be used: {detail}; or use --device cpu")
+        return "cuda", f"Using CUDA: {detail}"
+    if usable:
+        return "cuda", f"--device auto: using CUDA ({detail})"
+    return "cpu", f"--device auto: using the CPU, since CUDA cannot be used: {detail}"
 
 
 def make_backend(device: str, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None,
                  step: int = 0) -> Backend:
-    check_device(device)
-    if device == "cpu":
-        from .cpu import CpuBackend
+    device, _ = resolve_device(device)
+    if device == "cuda":
+        from .cuda import CudaBackend
 
-        return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, images, y, step)
+        return CudaBackend(sizes, batch_size, optimizer, theta, opt_state, images, y, step)
+    from .cpu import CpuBackend
+
+    return CpuBackend(sizes, batch_size, optimizer, theta, opt_state, images, y, step)

@@ -1,0 +1,338 @@
+"""Numba CUDA kernels: the twins of kernels/cpu.py, by the same names where
+they compute the same thing (dense_forward, dense_backward_update,
+optimizer_update, evaluate_rows, predict_proba).
+
+Layout as on the CPU: activations are (rows, features) row-major; parameters
+and optimizer state are flat vectors, layer by layer, W (n_in, n_out)
+row-major then b, and a kernel finds its layer at offset `off`.  A batch's
+input rows are x[rows[lo + r]] (the shuffled order for images, the identity
+for a hidden layer's activations); its labels are labels[ylo + r].
+
+Threads come in TILE x TILE blocks; threadIdx.x runs along the contiguous axis
+(the output column j, or the input k), so neighbouring threads read
+neighbouring addresses and global loads coalesce.  Products stage TILE x TILE
+tiles of both operands through shared memory, so a value read from global
+memory serves TILE multiply-adds.
+
+A training step is two launches per layer, six for 784-128-64-10:
+- dense_forward, one per layer, which also clears the buffer its backward
+  pass will accumulate dLoss/dx into;
+- dense_backward_update, one per layer, last first: the weight and bias
+  gradients, the optimizer step, and dLoss/dx accumulated from the weights as
+  they were before the step.  The last layer's computes softmax cross-entropy
+  and its gradient from the logits itself (no launch of its own); a hidden
+  layer's ReLU mask is applied where the next kernel reads dLoss/dx.
+Clipping by the global norm adds one launch (optimizer_update): no weight may
+move before the norm of the whole gradient is known.
+
+Every kernel is float32 with IEEE division and square root (config.CUDA_JIT),
+with the same flush of denormal running averages as the CPU twins, so the two
+backends agree to float32 rounding.
+"""
+
+import math
+
+import numpy as np
+from numba import cuda
+
+from ..config import CUDA_DEVICE, CUDA_JIT
+from ..optim import (ADAGRAD, ADAM, BETA1, BETA2, CENTERED, CLIP_VALUE, DECOUPLED, EPS, EPS_OUTSIDE, KIND,
+                     MOMENTUM, NESTEROV, RHO, RMSPROP, WEIGHT_DECAY)
+from .cpu import FLUSH, LOGIT_FLOOR, ONE, ZERO
+
+TILE = 16
+# One column of padding: threads reading down a column of a tile then hit
+# distinct shared-memory banks instead of queueing on one.
+PAD = TILE + 1
+
+
+@cuda.jit(**CUDA_DEVICE)
+def load_input(x, rows, lo, m, scale, r, k):
+    """Input k of row r of the batch, x[rows[lo + r], k] / scale; 0 past the batch or the row.
+
+    scale is 255 for uint8 images, which gives the CPU's PIXELS table bit for
+    bit (one IEEE division), and 1 for activations."""
+    if r < m and k < x.shape[1]:
+        return np.float32(x[rows[lo + r], k]) / scale
+    return ZERO
+
+
+@cuda.jit(**CUDA_DEVICE)
+def softmax_term(d):
+    """exp(d) for d = logit - row maximum; 0 below the CPU's LOGIT_FLOOR, as there."""
+    return np.float32(math.exp(d)) if d > LOGIT_FLOOR else ZERO
+
+
+@cuda.jit(**CUDA_DEVICE)
+def softmax_stats(z, r):
+    """(max logit, sum of softmax_term, argmax: the first of tied maxima) of row r."""
+    zmax = z[r, 0]
+    best = 0
+    for j in range(1, z.shape[1]):
+        if z[r, j] > zmax:
+            zmax = z[r, j]
+            best = j
+    total = ZERO
+    for j in range(z.shape[1]):
+        total += softmax_term(z[r, j] - zmax)
+    return zmax, total, best
+
+
+@cuda.jit(**CUDA_DEVICE)
+def row_loss(z, r, label, zmax, total):
+    """Cross-entropy of row r as log-sum-exp minus the label's logit: finite even
+    when the label's probability underflows (as softmax_xent on the CPU)."""
+    return np.float32(math.log(total)) - (z[r, label] - zmax)
+
+
+@cuda.jit(**CUDA_DEVICE)
+def optimizer_step(theta, state, i, g, hp, lr, bc1, bc2):
+    """optimizer_update of kernels/cpu.py for the one parameter theta[i] with
+    gradient g, in the same order of operations; state rows are v, m, b."""
+    kind = int(hp[KIND])
+    rho, eps, outside = np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0
+    mu, wd, clip = np.float32(hp[MOMENTUM]), np.float32(hp[WEIGHT_DECAY]), np.float32(hp[CLIP_VALUE])
+    t = theta[i]
+    if clip > ZERO:
+        g = min(max(g, -clip), clip)
+    if wd > ZERO and hp[DECOUPLED] != 0:
+        t -= lr * wd * t
+    elif wd > ZERO:
+        g += wd * t
+    v = state[0, i]
+    if kind == RMSPROP:
+        v = rho * v + (ONE - rho) * g * g
+        v = v if v >= FLUSH else ZERO
+        if hp[CENTERED] != 0:
+            m = rho * state[1, i] + (ONE - rho) * g
+            state[1, i] = m
+            mean = m * bc2
+            var = max(v * bc2 - mean * mean, ZERO)
+            step = lr * g / (np.float32(math.sqrt(var)) + eps if outside else np.float32(math.sqrt(var + eps)))
+        elif outside:
+            step = lr * g / (np.float32(math.sqrt(v * bc2)) + eps)
+        else:
+            step = lr * g / np.float32(math.sqrt(v * bc2 + eps))
+    elif kind == ADAGRAD:
+        v = v + g * g
+        step = lr * g / (np.float32(math.sqrt(v)) + eps if outside else np.float32(math.sqrt(v + eps)))
+    elif kind == ADAM:
+        beta1, beta2 = np.float32(hp[BETA1]), np.float32(hp[BETA2])
+        m = beta1 * state[1, i] + (ONE - beta1) * g
+        v = beta2 * v + (ONE - beta2) * g * g
+        m = m if abs(m) >= FLUSH else ZERO
+        v = v if v >= FLUSH else ZERO
+        state[1, i] = m
+        step = lr * (m * bc1) / (np.float32(math.sqrt(v * bc2)) + eps)
+    else:  # SGD, and SGD with momentum
+        step = lr * g
+    state[0, i] = v
+    if mu > ZERO:
+        b = mu * state[2, i] + step
+        b = b if abs(b) >= FLUSH else ZERO
+        state[2, i] = b
+        step = step + mu * b if hp[NESTEROV] != 0 else b
+    theta[i] = t - step
+
+
+@cuda.jit(**CUDA_JIT)
+def dense_forward(x, rows, lo, m, scale, theta, off, relu, out, dx):
+    """out[r] = x[rows[lo + r]] / scale @ W + b for the m rows of a batch, then
+    ReLU if relu; W, b are the layer at theta[off:].  One thread per output.
+
+    Also clears dx[:m] (dLoss/dx, which the backward pass accumulates with
+    atomics and so must start at zero): this kernel is the last to run
+    before that pass and costs no extra launch.  Layer 0 passes a dx of no rows.
+    """
+    xs = cuda.shared.array((TILE, TILE), np.float32)
+    ws = cuda.shared.array((TILE, TILE), np.float32)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    j = cuda.blockIdx.x * TILE + tx
+    r = cuda.blockIdx.y * TILE + ty
+    n_in, n_out = x.shape[1], out.shape[1]
+    acc = ZERO
+    for k0 in range(0, n_in, TILE):
+        xs[ty, tx] = load_input(x, rows, lo, m, scale, r, k0 + tx)
+        k = k0 + ty
+        ws[ty, tx] = theta[off + k * n_out + j] if k < n_in and j < n_out else ZERO
+        cuda.syncthreads()
+        for t in range(TILE):
+            acc += xs[ty, t] * ws[t, tx]
+        cuda.syncthreads()
+    if r < m and j < n_out:
+        acc += theta[off + n_in * n_out + j]
+        out[r, j] = max(acc, ZERO) if relu else acc
+    if cuda.blockIdx.x == 0 and r < m and r < dx.shape[0]:
+        for k in range(tx, dx.shape[1], TILE):
+            dx[r, k] = ZERO
+
+
+@cuda.jit(**CUDA_JIT)
+def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, ylo, state, hp, lr, bc1, bc2,
+                          dx, grad, sumsq, parity, losses, corrects, bi):
+    """Backward pass and optimizer step of one layer (W, b at theta[off:]), for
+    the m rows of a batch whose inputs are x[rows[lo + r]] / scale.
+
+    dLoss/d(pre-activation), delta, is read in one of two ways:
+    - last layer (dout has no rows): from the logits act and labels[ylo + r],
+      softmax(z) - onehot(label), over m for the batch mean.  Block (0, 0)
+      also writes the batch's loss sum and correct count to losses[bi] and
+      corrects[bi];
+    - hidden layer: dout (dLoss/d output, accumulated by the layer above)
+      where its ReLU output act is positive.
+    Thread (ty, tx) of block (bx, by) owns W[k, j] with k = by*TILE + ty,
+    j = bx*TILE + tx; its gradient sums x[r, k] * delta[r, j] over the batch,
+    TILE rows per pass through shared memory; blocks with by == 0 also sum
+    delta over rows for the bias.  With the same tiles, and the layer's weights
+    before the update, each block adds its share of delta @ W.T into dx
+    (dLoss/dx, unmasked) with atomics, unless dx has no rows (layer 0).
+
+    Then either the optimizer step, or, when grad has elements (clipping by
+    global norm), the gradient is stored there and its squared sum added to
+    sumsq[parity] for optimizer_update to finish.
+    """
+    xs = cuda.shared.array((TILE, TILE), np.float32)   # xs[row, input]
+    ds = cuda.shared.array((TILE, TILE), np.float32)   # ds[row, output]
+    ws = cuda.shared.array((TILE, PAD), np.float32)    # ws[input, output]: W before the step
+    zmax_s = cuda.shared.array(TILE, np.float32)
+    zsum_s = cuda.shared.array(TILE, np.float32)
+    loss_s = cuda.shared.array(TILE, np.float32)
+    correct_s = cuda.shared.array(TILE, np.int32)
+    sq_s = cuda.shared.array((TILE, TILE), np.float64)
+    tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
+    bx, by = cuda.blockIdx.x, cuda.blockIdx.y
+    n_in, n_out = x.shape[1], act.shape[1]
+    j = bx * TILE + tx
+    k = by * TILE + ty
+    k_dx = by * TILE + tx   # the input this thread accumulates dx for, in row ty of each tile
+    logits = dout.shape[0] == 0
+    first_block = bx == 0 and by == 0
+    inside = k < n_in and j < n_out
+    w_index = off + k * n_out + j
+    ws[ty, tx] = theta[w_index] if inside else ZERO
+    g = ZERO
+    g_bias = ZERO
+    loss = ZERO
+    correct = 0
+    for r0 in range(0, m, TILE):
+        r = r0 + ty
+        if logits and tx == 0 and r < m:
+            zmax, total, best = softmax_stats(act, r)
+            zmax_s[ty] = zmax
+            zsum_s[ty] = total
+            if first_block:
+                label = labels[ylo + r]
+                loss += row_loss(act, r, label, zmax, total)
+                correct += best == label
+        cuda.syncthreads()
+        xs[ty, tx] = load_input(x, rows, lo, m, scale, r, by * TILE + tx)
+        d = ZERO
+        if r < m and j < n_out:
+            if logits:
+                # The CPU's order of operations: e * (1/m / total), minus 1/m at the label.
+                d = softmax_term(act[r, j] - zmax_s[ty]) * ((ONE / np.float32(m)) / zsum_s[ty])
+                if j == labels[ylo + r]:
+                    d -= ONE / np.float32(m)
+            elif act[r, j] > ZERO:
+                d = dout[r, j]
+        ds[ty, tx] = d
+        cuda.syncthreads()
+        for t in range(TILE):
+            g += xs[t, ty] * ds[t, tx]
+        if by == 0 and ty == 0:
+            for t in range(TILE):
+                g_bias += ds[t, tx]
+        if dx.shape[0] > 0 and r < m and k_dx < n_in:
+            s = ZERO
+            for jj in range(TILE):
+                s += ds[ty, jj] * ws[tx, jj]
+            cuda.atomic.add(dx, (r, k_dx), s)
+        cuda.syncthreads()
+    if logits and first_block:
+        # A fixed-order sum, so the reported loss does not depend on thread timing.
+        if tx == 0:
+            loss_s[ty] = loss
+            correct_s[ty] = correct
+        cuda.syncthreads()
+        if tx == 0 and ty == 0:
+            total_loss = ZERO
+            total_correct = 0
+            for t in range(TILE):
+                total_loss += loss_s[t]
+                total_correct += correct_s[t]
+            losses[bi] = total_loss
+            corrects[bi] = total_correct
+    b_index = off + n_in * n_out + j
+    owns_bias = by == 0 and ty == 0 and j < n_out
+    if grad.size > 0:
+        sq = np.float64(0.0)
+        if inside:
+            grad[w_index] = g
+            sq += np.float64(g) * g
+        if owns_bias:
+            grad[b_index] = g_bias
+            sq += np.float64(g_bias) * g_bias
+        sq_s[ty, tx] = sq
+        cuda.syncthreads()
+        if tx == 0 and ty == 0:
+            block_sum = np.float64(0.0)
+            for a in range(TILE):
+                for c in range(TILE):
+                    block_sum += sq_s[a, c]
+            cuda.atomic.add(sumsq, parity, block_sum)
+        return
+    if inside:
+        optimizer_step(theta, state, w_index, g, hp, lr, bc1, bc2)
+    if owns_bias:
+        optimizer_step(theta, state, b_index, g_bias, hp, lr, bc1, bc2)
+
+
+@cuda.jit(**CUDA_JIT)
+def optimizer_update(theta, state, grad, hp, lr, bc1, bc2, sumsq, parity, max_norm):
+    """The optimizer step of every parameter from the stored gradient, scaled
+    so that its global L2 norm is at most max_norm (clip_global_norm on the CPU).
+
+    sumsq[parity] holds this step's squared sum; the other slot, which the
+    next step accumulates into, is cleared here, after every block of this
+    step's backward kernels has finished with it."""
+    i = cuda.grid(1)
+    if i == 0:
+        sumsq[1 - parity] = 0.0
+    if i < theta.size:
+        norm = math.sqrt(sumsq[parity])
+        g = grad[i]
+        if norm > max_norm:
+            g *= np.float32(max_norm / norm)
+        optimizer_step(theta, state, i, g, hp, lr, bc1, bc2)
+
+
+@cuda.jit(**CUDA_JIT)
+def evaluate_rows(z, labels, lo, m, losses, correct, confusion):
+    """For the m rows of logits z, which are rows lo.. of the evaluated set:
+    losses[lo + r], correct[0] += 1 when the argmax is the label, and
+    confusion[label, argmax] += 1.  One thread per row."""
+    r = cuda.grid(1)
+    if r < m:
+        zmax, total, best = softmax_stats(z, r)
+        label = labels[lo + r]
+        losses[lo + r] = row_loss(z, r, label, zmax, total)
+        cuda.atomic.add(confusion, (label, best), 1)
+        if best == label:
+            cuda.atomic.add(correct, 0, 1)
+
+
+@cuda.jit(**CUDA_JIT)
+def predict_proba(z, lo, m, probs):
+    """probs[lo + r] = softmax of logits row r, for r < m.  One thread per row."""
+    r = cuda.grid(1)
+    if r < m:
+        top = z[r, 0]
+        for j in range(1, z.shape[1]):
+            top = max(top, z[r, j])
+        total = ZERO
+        for j in range(z.shape[1]):
+            e = np.float32(math.exp(z[r, j] - top))
+            probs[lo + r, j] = e
+            total += e
+        for j in range(z.shape[1]):
+            probs[lo + r, j] /= total
