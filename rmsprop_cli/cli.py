@@ -36,7 +36,9 @@ Limit = Annotated[Optional[int], typer.Option(
 CheckpointArg = Annotated[Path, typer.Argument(
     metavar="CHECKPOINT", help="A model.safetensors file written by `rmsprop train`.", show_default=False)]
 Json = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout and nothing else.")]
-Device = Annotated[str, typer.Option(help="Compute backend: cpu.")]
+Device = Annotated[str, typer.Option(
+    help="Compute backend: cpu; cuda (an NVIDIA GPU, needs pip install 'rmsprop-cli\\[cuda]'); "
+         "auto (cuda where usable, else cpu, saying which).")]
 
 
 def _version(value: bool):
@@ -51,6 +53,19 @@ def main_options(
                                           help="Show the version and exit.")] = False,
 ):
     """Train and evaluate MNIST multilayer perceptrons with RMSProp on Numba-compiled kernels."""
+
+
+def _device(device: str, quiet: bool) -> str:
+    """Resolve --device here, at the edge, so that the choice --device auto made is said
+    (on stderr) before any work starts; the library gets 'cpu' or 'cuda'."""
+    from .backends import resolve_device
+
+    resolved, message = resolve_device(device)
+    if message and device == "auto" and not quiet:
+        from .console import note
+
+        note(message)
+    return resolved
 
 
 @contextmanager
@@ -203,7 +218,7 @@ def train(
                        initial_accumulator=initial_accumulator, bias_correction=bias_correction or None,
                        clip_norm=clip_norm, clip_value=clip_value, schedule=schedule, warmup_steps=warmup_steps,
                        decay_steps=decay_steps, decay_rate=decay_rate, beta1=beta1, beta2=beta2)
-        run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output, resume=resume,
+        run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output, resume=resume,
                    checkpoint_every=checkpoint_every, early_stopping=early_stopping)
         if json_:
             typer.echo(_json(training.run(options, **run)))
@@ -234,7 +249,7 @@ def evaluate(
         if limit is not None and limit < 1:
             from .errors import ConfigError
             raise ConfigError(f"--limit must be at least 1; got {limit}")
-        result = inference.evaluate(checkpoint, device=device, data_dir=data_dir, mirrors=mirror or None,
+        result = inference.evaluate(checkpoint, device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None,
                                    limit=limit, reporter=None if json_ else _reporter(False))
         if json_:
             typer.echo(_json(result))
@@ -259,7 +274,7 @@ def predict(
     with _user_errors():
         from . import inference
 
-        results = inference.predict(checkpoint, images, indices=index, device=device)
+        results = inference.predict(checkpoint, images, indices=index, device=_device(device, json_))
         if json_:
             typer.echo(_json({"predictions": results}))
             return
@@ -310,7 +325,7 @@ def compare(
                 raise ConfigError(f"--lr takes NAME=VALUE, such as --lr sgd=0.1; got {item!r}")
         names = [n.strip() for n in optimizers.split(",") if n.strip()]
         options = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, val_split=val_split, seed=seed, limit=limit)
-        run = dict(device=device, data_dir=data_dir, mirrors=mirror or None, output=output)
+        run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output)
         if json_:
             typer.echo(_json(experiments.compare(options, names, rates, **run)))
             return
@@ -345,6 +360,21 @@ def plot(
 
         path = experiments.plot(checkpoint, output)
         typer.echo(f"Wrote {path}")
+
+
+@app.command()
+def info(json_: Json = False):
+    """Show versions, CPU threads, whether CUDA is usable (and the GPU), and where data and compiled kernels are cached."""
+    with _user_errors():
+        from .about import info as gather
+
+        about = gather()
+        if json_:
+            typer.echo(_json(about))
+            return
+        from .console import render_info
+
+        render_info(about)
 
 
 def main():

@@ -116,7 +116,8 @@ def render_train_result(result: dict, console: Console = out) -> None:
 
 
 def render_evaluation(result: dict, console: Console = out) -> None:
-    console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], test loss {_num(result['test_loss'])}")
+    device = f" ({result['device']})" if "device" in result else ""
+    console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], test loss {_num(result['test_loss'])}{device}")
     per_class = Table(title="Per-class accuracy", title_justify="left")
     per_class.add_column("digit", justify="right")
     per_class.add_column("accuracy", justify="right")
@@ -164,6 +165,32 @@ def render_comparison(result: dict, console: Console = out) -> None:
 def render_download(paths: dict, console: Console = out) -> None:
     for name, path in paths.items():
         console.print(f"[green]✓[/green] {name} → {path}")
+
+
+def render_info(about: dict, console: Console = out) -> None:
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    cuda = about["cuda"]
+    rows = [
+        ("rmsprop-cli", about["rmsprop_cli"]),
+        ("Python", about["python"]),
+        ("numpy", about["numpy"]),
+        ("numba", about["numba"]),
+        ("numba-cuda", about["numba_cuda"] or "not installed (pip install 'rmsprop-cli[cuda]')"),
+        ("CPU threads", f"{about['cpu_count']} (Numba uses {about['numba_threads']})"),
+        ("CUDA", ("[green]usable[/green]: " if cuda["usable"] else "[yellow]not usable[/yellow]: ") + escape(cuda["detail"])),
+        ("MNIST cache", escape(about["data_dir"])),
+        ("Kernel cache", escape(about["kernel_cache_dir"])),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+
+
+def note(message: str) -> None:
+    """A line of information on stderr, where it does not mix with --json output."""
+    err.print(escape(message), highlight=False, soft_wrap=True)
 
 
 def error(message: str, label: str = "Error") -> None:

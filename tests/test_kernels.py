@@ -9,56 +9,8 @@ from rmsprop_cli.config import Recipe
 from rmsprop_cli.kernels import cpu as K
 from rmsprop_cli.optim import Optimizer
 
-
-# --- naive references: plain numpy, float64, one line of maths each ------------------
-
-def naive_dense_forward(x, w, b, relu):
-    z = x.astype(np.float64) @ w + b
-    return np.maximum(z, 0) if relu else z
-
-
-def naive_dense_backward(x, w, delta):
-    x, delta = x.astype(np.float64), delta.astype(np.float64)
-    return x.T @ delta, delta.sum(0), (delta @ w.T) * (x > 0)
-
-
-def naive_softmax_xent(z, y):
-    z = z.astype(np.float64)
-    logp = z - z.max(1, keepdims=True)
-    logp -= np.log(np.exp(logp).sum(1, keepdims=True))
-    n = len(y)
-    delta = np.exp(logp)
-    delta[np.arange(n), y] -= 1
-    return -logp[np.arange(n), y].sum(), int((z.argmax(1) == y).sum()), delta / n
-
-
-def naive_rmsprop(theta, g, v, lr, rho, eps, outside):
-    v = rho * v + (1 - rho) * g * g
-    denom = np.sqrt(v) + eps if outside else np.sqrt(v + eps)
-    return theta - lr * g / denom, v
-
-
-def naive_mlp_loss(theta, sizes, X, y):
-    """Mean cross-entropy of the MLP, float64 throughout."""
-    tensors = model.views(theta, sizes)
-    h = X.astype(np.float64)
-    for l in range(len(sizes) - 1):
-        h = naive_dense_forward(h, tensors[2 * l], tensors[2 * l + 1], relu=l < len(sizes) - 2)
-    return naive_softmax_xent(h, y)[0] / len(y)
-
-
-def sparse_inputs(rng, n, d, zero_fraction=0.6):
-    """Like MNIST pixels: in [0, 1], most exactly zero (the kernels skip zeros)."""
-    x = rng.random((n, d)).astype(np.float32)
-    x[rng.random((n, d)) < zero_fraction] = 0
-    return x
-
-
-def sparse_images(rng, n, d, zero_fraction=0.6):
-    """uint8 pixels, mostly zero, and the [0, 1] floats they stand for."""
-    images = rng.integers(1, 256, (n, d)).astype(np.uint8)
-    images[rng.random((n, d)) < zero_fraction] = 0
-    return images, images.astype(np.float32) / np.float32(255)
+from naive import (naive_dense_backward, naive_dense_forward, naive_mlp_loss, naive_rmsprop, naive_softmax_xent,
+                   sparse_images, sparse_inputs)
 
 
 def test_pixel_table_scales_exactly_like_numpy():

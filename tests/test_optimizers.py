@@ -169,7 +169,8 @@ def test_state_buffers_per_optimizer():
 ], ids=str)
 def test_training_chunk_with_options_equals_naive_loop(options):
     """Batches through the fused (or, with clip_norm, two-pass) kernels equal gradient + formula in numpy."""
-    from test_kernels import _buffers, _kernel_gradient, _network, sparse_images
+    from naive import sparse_images
+    from test_kernels import _buffers, _kernel_gradient, _network
 
     sizes, batch, n = (20, 12, 6, 4), 8, 32
     o = Recipe(lr=0.01, hidden=(12, 6), n_inputs=20, n_classes=4, epochs=1, **options)

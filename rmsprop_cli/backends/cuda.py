@@ -101,7 +101,7 @@ class CudaBackend:
         if key not in self._grids_cache:
             n_in, n_out = self.sizes[l], self.sizes[l + 1]
             tile = self.K.TILE
-            self._grids_cache[key] = ((_blocks(n_out, tile), _blocks(m, tile)), (_blocks(n_out, tile), _blocks(n_in, tile)))
+            self._grids_cache[key] = ((_blocks(n_out, tile), _blocks(m, tile)), (_blocks(n_out, tile), _blocks(n_in, self.K.DEPTH)))
         return self._grids_cache[key]
 
     def _train_step(self, lo: int, m: int, t: int, bi: int):
@@ -154,8 +154,10 @@ class CudaBackend:
     def warm_up(self):
         """Compile every kernel of a run (or load it from the cache) on one real step, then put
         the weights, optimizer state and step counter back as they were."""
-        if len(self.y) == 0:
-            return
+        import numba
+
+        if len(self.y) == 0 or numba.config.ENABLE_CUDASIM:
+            return  # nothing to train on, or the simulator, which compiles nothing
         saved, step = (self.params(), self.optimizer_state()), self.step
         self.train_chunk(np.arange(1, dtype=np.int64), 0, 1)
         self.set_state(*saved)

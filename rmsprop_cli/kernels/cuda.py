@@ -41,6 +41,13 @@ from ..optim import (ADAGRAD, ADAM, BETA1, BETA2, CENTERED, CLIP_VALUE, DECOUPLE
 from .cpu import FLUSH, LOGIT_FLOOR, ONE, ZERO
 
 TILE = 16
+# Depth of a tile along the summed axis: 64 inputs per pass in dense_forward,
+# 32 batch rows per pass in dense_backward_update (a whole default batch).
+# Deeper tiles mean fewer barriers per product (and fewer loop trips), at
+# 8-12 KiB of shared memory per block.
+DEPTH = 4 * TILE
+ROWS = 2 * TILE
+PER_THREAD = DEPTH // TILE  # weights per thread in dense_backward_update: a block covers DEPTH inputs
 # One column of padding: threads reading down a column of a tile then hit
 # distinct shared-memory banks instead of queueing on one.
 PAD = TILE + 1
@@ -81,7 +88,11 @@ def softmax_stats(z, r):
 @cuda.jit(**CUDA_DEVICE)
 def row_loss(z, r, label, zmax, total):
     """Cross-entropy of row r as log-sum-exp minus the label's logit: finite even
-    when the label's probability underflows (as softmax_xent on the CPU)."""
+    when the label's probability underflows (as softmax_xent on the CPU).
+    NaN when the row holds NaN or infinite logits (total is then 0), for the
+    host's divergence check."""
+    if not total > ZERO:
+        return np.float32(math.nan)
     return np.float32(math.log(total)) - (z[r, label] - zmax)
 
 
@@ -144,20 +155,22 @@ def dense_forward(x, rows, lo, m, scale, theta, off, relu, out, dx):
     atomics and so must start at zero): this kernel is the last to run
     before that pass and costs no extra launch.  Layer 0 passes a dx of no rows.
     """
-    xs = cuda.shared.array((TILE, TILE), np.float32)
-    ws = cuda.shared.array((TILE, TILE), np.float32)
+    xs = cuda.shared.array((TILE, DEPTH), np.float32)
+    ws = cuda.shared.array((DEPTH, TILE), np.float32)
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     j = cuda.blockIdx.x * TILE + tx
     r = cuda.blockIdx.y * TILE + ty
     n_in, n_out = x.shape[1], out.shape[1]
     acc = ZERO
-    for k0 in range(0, n_in, TILE):
-        xs[ty, tx] = load_input(x, rows, lo, m, scale, r, k0 + tx)
-        k = k0 + ty
-        ws[ty, tx] = theta[off + k * n_out + j] if k < n_in and j < n_out else ZERO
+    for k0 in range(0, n_in, DEPTH):
+        for q in range(0, DEPTH, TILE):
+            xs[ty, q + tx] = load_input(x, rows, lo, m, scale, r, k0 + q + tx)
+            k = k0 + q + ty
+            ws[q + ty, tx] = theta[off + k * n_out + j] if k < n_in and j < n_out else ZERO
         cuda.syncthreads()
-        for t in range(TILE):
-            acc += xs[ty, t] * ws[t, tx]
+        if r < m:  # rows past the batch only help to load tiles
+            for t in range(min(DEPTH, n_in - k0)):
+                acc += xs[ty, t] * ws[t, tx]
         cuda.syncthreads()
     if r < m and j < n_out:
         acc += theta[off + n_in * n_out + j]
@@ -180,9 +193,10 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
       corrects[bi];
     - hidden layer: dout (dLoss/d output, accumulated by the layer above)
       where its ReLU output act is positive.
-    Thread (ty, tx) of block (bx, by) owns W[k, j] with k = by*TILE + ty,
-    j = bx*TILE + tx; its gradient sums x[r, k] * delta[r, j] over the batch,
-    TILE rows per pass through shared memory; blocks with by == 0 also sum
+    Thread (ty, tx) of block (bx, by) owns the PER_THREAD weights W[k, j] with
+    k = by*DEPTH + ty + q*TILE, j = bx*TILE + tx (more work per thread, fewer
+    blocks to schedule); their gradients sum x[r, k] * delta[r, j] over the
+    batch, ROWS rows per pass through shared memory; blocks with by == 0 also sum
     delta over rows for the bias.  With the same tiles, and the layer's weights
     before the update, each block adds its share of delta @ W.T into dx
     (dLoss/dx, unmasked) with atomics, unless dx has no rows (layer 0).
@@ -191,73 +205,86 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
     global norm), the gradient is stored there and its squared sum added to
     sumsq[parity] for optimizer_update to finish.
     """
-    xs = cuda.shared.array((TILE, TILE), np.float32)   # xs[row, input]
-    ds = cuda.shared.array((TILE, TILE), np.float32)   # ds[row, output]
-    ws = cuda.shared.array((TILE, PAD), np.float32)    # ws[input, output]: W before the step
-    zmax_s = cuda.shared.array(TILE, np.float32)
-    zsum_s = cuda.shared.array(TILE, np.float32)
-    loss_s = cuda.shared.array(TILE, np.float32)
-    correct_s = cuda.shared.array(TILE, np.int32)
+    xs = cuda.shared.array((ROWS, DEPTH), np.float32)  # xs[row, input of this block]
+    ds = cuda.shared.array((ROWS, TILE), np.float32)   # ds[row, output of this block]
+    ws = cuda.shared.array((DEPTH, PAD), np.float32)   # ws[input, output]: W before the step
+    zmax_s = cuda.shared.array(ROWS, np.float32)
+    zsum_s = cuda.shared.array(ROWS, np.float32)
+    loss_s = cuda.shared.array(ROWS, np.float32)
+    correct_s = cuda.shared.array(ROWS, np.int32)
     sq_s = cuda.shared.array((TILE, TILE), np.float64)
+    g = cuda.local.array(PER_THREAD, np.float32)      # gradients of this thread's PER_THREAD weights
     tx, ty = cuda.threadIdx.x, cuda.threadIdx.y
     bx, by = cuda.blockIdx.x, cuda.blockIdx.y
     n_in, n_out = x.shape[1], act.shape[1]
     j = bx * TILE + tx
-    k = by * TILE + ty
-    k_dx = by * TILE + tx   # the input this thread accumulates dx for, in row ty of each tile
+    k0 = by * DEPTH
     logits = dout.shape[0] == 0
     first_block = bx == 0 and by == 0
-    inside = k < n_in and j < n_out
-    w_index = off + k * n_out + j
-    ws[ty, tx] = theta[w_index] if inside else ZERO
-    g = ZERO
+    for q in range(PER_THREAD):
+        k = k0 + q * TILE + ty
+        ws[q * TILE + ty, tx] = theta[off + k * n_out + j] if k < n_in and j < n_out else ZERO
+        g[q] = ZERO
     g_bias = ZERO
     loss = ZERO
     correct = 0
-    for r0 in range(0, m, TILE):
-        r = r0 + ty
-        if logits and tx == 0 and r < m:
+    stats_row = tx * TILE + ty  # the row of a tile whose softmax statistics this thread computes (tx < ROWS/TILE)
+    for r0 in range(0, m, ROWS):
+        if logits and stats_row < ROWS and r0 + stats_row < m:
+            r = r0 + stats_row
             zmax, total, best = softmax_stats(act, r)
-            zmax_s[ty] = zmax
-            zsum_s[ty] = total
+            zmax_s[stats_row] = zmax
+            zsum_s[stats_row] = total
             if first_block:
                 label = labels[ylo + r]
                 loss += row_loss(act, r, label, zmax, total)
                 correct += best == label
         cuda.syncthreads()
-        xs[ty, tx] = load_input(x, rows, lo, m, scale, r, by * TILE + tx)
-        d = ZERO
-        if r < m and j < n_out:
-            if logits:
-                # The CPU's order of operations: e * (1/m / total), minus 1/m at the label.
-                d = softmax_term(act[r, j] - zmax_s[ty]) * ((ONE / np.float32(m)) / zsum_s[ty])
-                if j == labels[ylo + r]:
-                    d -= ONE / np.float32(m)
-            elif act[r, j] > ZERO:
-                d = dout[r, j]
-        ds[ty, tx] = d
+        for q in range(0, ROWS, TILE):
+            r = r0 + q + ty
+            for p in range(0, DEPTH, TILE):
+                xs[q + ty, p + tx] = load_input(x, rows, lo, m, scale, r, k0 + p + tx)
+            d = ZERO
+            if r < m and j < n_out:
+                if logits:
+                    # The CPU's order of operations: e * (1/m / total), minus 1/m at the label.
+                    d = softmax_term(act[r, j] - zmax_s[q + ty]) * ((ONE / np.float32(m)) / zsum_s[q + ty])
+                    if j == labels[ylo + r]:
+                        d -= ONE / np.float32(m)
+                elif act[r, j] > ZERO:
+                    d = dout[r, j]
+            ds[q + ty, tx] = d
         cuda.syncthreads()
-        for t in range(TILE):
-            g += xs[t, ty] * ds[t, tx]
+        n_rows = min(ROWS, m - r0)  # the last tile of a batch may be partly empty
+        for t in range(n_rows):
+            d = ds[t, tx]
+            for q in range(PER_THREAD):
+                g[q] += xs[t, q * TILE + ty] * d
         if by == 0 and ty == 0:
-            for t in range(TILE):
+            for t in range(n_rows):
                 g_bias += ds[t, tx]
-        if dx.shape[0] > 0 and r < m and k_dx < n_in:
-            s = ZERO
-            for jj in range(TILE):
-                s += ds[ty, jj] * ws[tx, jj]
-            cuda.atomic.add(dx, (r, k_dx), s)
+        if dx.shape[0] > 0:
+            # Thread (ty, tx) adds delta[r] . W[k] for rows r0 + ty, r0 + ty + TILE, ...
+            # and the block's inputs k = k0 + tx, k0 + tx + TILE, ...
+            for q in range(0, n_rows, TILE):
+                r = r0 + q + ty
+                for p in range(0, DEPTH, TILE):
+                    if r < m and k0 + p + tx < n_in:
+                        s = ZERO
+                        for jj in range(TILE):
+                            s += ds[q + ty, jj] * ws[p + tx, jj]
+                        cuda.atomic.add(dx, (r, k0 + p + tx), s)
         cuda.syncthreads()
     if logits and first_block:
         # A fixed-order sum, so the reported loss does not depend on thread timing.
-        if tx == 0:
-            loss_s[ty] = loss
-            correct_s[ty] = correct
+        if stats_row < ROWS:
+            loss_s[stats_row] = loss
+            correct_s[stats_row] = correct
         cuda.syncthreads()
         if tx == 0 and ty == 0:
             total_loss = ZERO
             total_correct = 0
-            for t in range(TILE):
+            for t in range(min(ROWS, m)):
                 total_loss += loss_s[t]
                 total_correct += correct_s[t]
             losses[bi] = total_loss
@@ -266,9 +293,11 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
     owns_bias = by == 0 and ty == 0 and j < n_out
     if grad.size > 0:
         sq = np.float64(0.0)
-        if inside:
-            grad[w_index] = g
-            sq += np.float64(g) * g
+        for q in range(PER_THREAD):
+            k = k0 + q * TILE + ty
+            if k < n_in and j < n_out:
+                grad[off + k * n_out + j] = g[q]
+                sq += np.float64(g[q]) * g[q]
         if owns_bias:
             grad[b_index] = g_bias
             sq += np.float64(g_bias) * g_bias
@@ -281,8 +310,10 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
                     block_sum += sq_s[a, c]
             cuda.atomic.add(sumsq, parity, block_sum)
         return
-    if inside:
-        optimizer_step(theta, state, w_index, g, hp, lr, bc1, bc2)
+    for q in range(PER_THREAD):
+        k = k0 + q * TILE + ty
+        if k < n_in and j < n_out:
+            optimizer_step(theta, state, off + k * n_out + j, g[q], hp, lr, bc1, bc2)
     if owns_bias:
         optimizer_step(theta, state, b_index, g_bias, hp, lr, bc1, bc2)
 

@@ -1,0 +1,50 @@
+"""What `rmsprop info` reports: versions, threads, CUDA, and where caches live."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+
+from . import __version__
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def kernel_cache_dir() -> Path:
+    """Where Numba keeps the compiled kernels (cache=True): NUMBA_CACHE_DIR if set, else
+    __pycache__ beside the kernel modules (or a user cache folder when that is read-only)."""
+    import numba
+
+    if numba.config.CACHE_DIR:
+        return Path(numba.config.CACHE_DIR)
+    return Path(__file__).resolve().parent / "kernels" / "__pycache__"
+
+
+def info() -> dict:
+    import numba
+    import numpy
+
+    from .backends import cuda_status
+    from .data import default_data_dir
+
+    usable, detail, device = cuda_status()
+    return {
+        "rmsprop_cli": __version__,
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "numpy": numpy.__version__,
+        "numba": numba.__version__,
+        "numba_cuda": _version("numba-cuda"),
+        "cpu_count": os.cpu_count(),
+        "numba_threads": numba.get_num_threads(),
+        "cuda": {"usable": usable, "detail": detail, **device},
+        "data_dir": str(default_data_dir()),
+        "kernel_cache_dir": str(kernel_cache_dir()),
+    }
