@@ -1,10 +1,11 @@
-"""Epoch time of the default recipe on the CPU backend (this tool alone, no peers).
+"""Epoch time of the default recipe on one backend (this tool alone, no peers).
 
-    python scripts/bench.py [--epochs 5] [--batch-size 32] [--repeats 1]
+    python scripts/bench.py [--epochs 5] [--batch-size 32] [--hidden 128,64] [--device cpu] [--limit N]
 
 Reads MNIST like the CLI does (RMSPROP_DATA_DIR / RMSPROP_MIRROR). Prints each
 epoch's seconds (training + validation pass), the median, samples/s of the
-training part, and evaluation throughput on the 10,000 test images.
+training part, evaluation throughput on the 10,000 test images, and the test
+accuracy reached.  scripts/bench_gpu.py runs it on CUDA.
 """
 
 from __future__ import annotations
@@ -22,27 +23,35 @@ from rmsprop_cli.config import Recipe
 from rmsprop_cli.optim import Optimizer
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def arguments(doc: str, device: str = "cpu") -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--hidden", default="128,64")
-    args = ap.parse_args()
-    mirrors = os.environ.get("RMSPROP_MIRROR", "").split() or None
+    ap.add_argument("--device", default=device)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N training and test images (smoke tests)")
+    return ap.parse_args()
 
+
+def measure(args: argparse.Namespace):
+    """Train args.epochs epochs of the default recipe on args.device, printing as it goes;
+    returns the backend, so callers can read backend-specific counters."""
+    mirrors = os.environ.get("RMSPROP_MIRROR", "").split() or None
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size,
                     hidden=tuple(int(h) for h in args.hidden.split(",")))
-    images, labels, _ = data.load_mnist("train", None, mirrors)
-    test_images, test_labels, _ = data.load_mnist("test", None, mirrors)
+    images, labels, _ = data.load_mnist("train", None, mirrors, None, args.limit)
+    test_images, test_labels, _ = data.load_mnist("test", None, mirrors, None, args.limit)
     X_train, y_train, X_val, y_val = train.split_validation(images, labels.astype(np.int64),
                                                             recipe.val_split)
     rng = np.random.default_rng(0)
     theta = model.glorot_init(recipe.sizes, rng)
-    opt = Optimizer(recipe, -(-len(X_train) // recipe.batch_size))
-    backend = make_backend("cpu", recipe.sizes, recipe.batch_size, opt, theta, opt.init(theta.size), X_train, y_train)
+    n_batches = -(-len(X_train) // recipe.batch_size)
+    opt = Optimizer(recipe, n_batches)
+    backend = make_backend(args.device, recipe.sizes, recipe.batch_size, opt, theta, opt.init(theta.size),
+                           X_train, y_train)
     t0 = time.perf_counter()
     backend.warm_up()
-    print(f"compile or cache load: {time.perf_counter() - t0:.2f} s")
+    print(f"device {backend.name}; compile or cache load: {time.perf_counter() - t0:.2f} s")
 
     train_seconds = []
 
@@ -51,7 +60,7 @@ def main():
             self.t = time.perf_counter()
 
         def chunk_end(self, batches_done, *a):
-            if batches_done == -(-len(X_train) // recipe.batch_size):
+            if batches_done == n_batches:
                 train_seconds.append(time.perf_counter() - self.t)
 
     history, _, _ = train.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
@@ -63,15 +72,17 @@ def main():
     print(f"median epoch {epoch:.3f} s (training {ts:.3f} s, {len(X_train) / ts:,.0f} samples/s); "
           f"first {history[0]['seconds']:.3f} s, last {history[-1]['seconds']:.3f} s")
 
-    X_test, y_test = test_images, test_labels
     runs = []
     for _ in range(5):
         t = time.perf_counter()
-        backend.evaluate(X_test, y_test)
+        _, correct, _ = backend.evaluate(test_images, test_labels)
         runs.append(time.perf_counter() - t)
     ev = statistics.median(runs)
-    print(f"evaluation of {len(X_test):,} test images: median {ev * 1000:.1f} ms ({len(X_test) / ev:,.0f} samples/s)")
+    print(f"evaluation of {len(test_images):,} test images: median {ev * 1000:.1f} ms "
+          f"({len(test_images) / ev:,.0f} samples/s); test accuracy after {len(history)} epochs "
+          f"{correct / len(test_images):.2%}")
+    return backend
 
 
 if __name__ == "__main__":
-    main()
+    measure(arguments(__doc__))

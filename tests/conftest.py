@@ -3,23 +3,11 @@ from pathlib import Path
 
 import pytest
 
+from mnist_server import find_mnist
+
 # rich wraps at the terminal width; a fixed wide console keeps messages on one line in tests.
 os.environ.setdefault("COLUMNS", "200")
 os.environ.setdefault("TERM", "dumb")
-
-MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-
-
-def find_mnist() -> Path | None:
-    """RMSPROP_MIRROR if it is a folder, else the shared copy beside the checkout."""
-    candidates = []
-    if os.environ.get("RMSPROP_MIRROR"):
-        candidates.append(Path(os.environ["RMSPROP_MIRROR"]))
-    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
-    for folder in candidates:
-        if all((folder / (n + ".gz")).exists() or (folder / n).exists() for n in MNIST_NAMES):
-            return folder
-    return None
 
 
 @pytest.fixture(scope="session")

@@ -1,14 +1,29 @@
-"""A throwaway local HTTP mirror for tests, so nothing ever touches the network."""
+"""Where the tests find MNIST, and a throwaway local HTTP mirror for it, so nothing ever touches the network."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import socket
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator
+
+MNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+
+
+def find_mnist() -> Path | None:
+    """RMSPROP_MIRROR if it is a folder, else the shared copy beside the checkout."""
+    candidates = []
+    if os.environ.get("RMSPROP_MIRROR"):
+        candidates.append(Path(os.environ["RMSPROP_MIRROR"]))
+    candidates.append(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist")
+    for folder in candidates:
+        if all((folder / (n + ".gz")).exists() or (folder / n).exists() for n in MNIST_NAMES):
+            return folder
+    return None
 
 
 class _QuietHandler(SimpleHTTPRequestHandler):

@@ -102,7 +102,7 @@ _CKPT = {}
 def _small_checkpoint(tmp_path):
     """A real checkpoint from a tiny run, trained once per session and copied."""
     if "path" not in _CKPT:
-        from conftest import find_mnist
+        from mnist_server import find_mnist
 
         out = tmp_path / "small" / "model.safetensors"
         result = invoke("train", *SMALL, "--output", out, "--data-dir", tmp_path / "small-data",

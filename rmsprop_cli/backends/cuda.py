@@ -62,7 +62,7 @@ class CudaBackend:
         self.metrics = (cuda.device_array(0, np.float32), cuda.device_array(0, np.int32))
         self.eval_acts = None
         self.block = (kernels.TILE, kernels.TILE)
-        self.launches = 0          # kernel launches so far (scripts/bench_gpu.py reports them per step)
+        self.launches = 0  # kernel launches of training steps (scripts/bench_gpu.py reports them per step)
         self._order = self._eval = None
         self._grids_cache = {}
         self.images = cuda.to_device(np.zeros((1, self.sizes[0]), np.uint8))
@@ -158,11 +158,11 @@ class CudaBackend:
 
         if len(self.y) == 0 or numba.config.ENABLE_CUDASIM:
             return  # nothing to train on, or the simulator, which compiles nothing
-        saved, step = (self.params(), self.optimizer_state()), self.step
+        saved, step, launches = (self.params(), self.optimizer_state()), self.step, self.launches
         self.train_chunk(np.arange(1, dtype=np.int64), 0, 1)
         self.set_state(*saved)
         self.sumsq.copy_to_device(np.zeros(2))
-        self.step, self._order = step, None
+        self.step, self.launches, self._order = step, launches, None
         self.evaluate(self.first_image, self.y[:1])
         self._eval = None
 

@@ -1,0 +1,103 @@
+"""--device and `rmsprop info` in the CPU test process: what a user sees when CUDA
+cannot be used here (the CUDA kernels themselves are tested in tests/cuda)."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rmsprop_cli import backends
+from rmsprop_cli.backends import _driver_problem, resolve_device
+from rmsprop_cli.cli import app
+from rmsprop_cli.errors import ConfigError, DeviceError
+
+runner = CliRunner()
+NO_DRIVER = "no NVIDIA driver was found (libcuda is not installed); install the NVIDIA driver for your GPU"
+
+
+@pytest.fixture
+def no_cuda(monkeypatch):
+    monkeypatch.setattr(backends, "cuda_status", lambda: (False, NO_DRIVER, {}))
+
+
+@pytest.fixture
+def tiny_run(data_dir, tmp_path):
+    return ["--epochs", "1", "--limit", "200", "--hidden", "8", "--data-dir", str(data_dir),
+            "--output", str(tmp_path / "m.safetensors")]
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("Error at driver init: \n\nCUDA driver library cannot be found.\nEnsure that a compatible NVIDIA driver is "
+     "installed", "no NVIDIA driver"),
+    ("[CUresult.CUDA_ERROR_NO_DEVICE] Call to cuInit results in CUDA_ERROR_NO_DEVICE", "found no GPU"),
+    ("CUDA_ERROR_INSUFFICIENT_DRIVER", "older than the CUDA runtime"),
+    ("something\nelse entirely", "CUDA could not be initialised (something else entirely)"),
+])
+def test_driver_errors_become_one_line_that_says_what_is_missing(text, expected):
+    message = _driver_problem(RuntimeError(text))
+    assert expected in message and "\n" not in message
+
+
+def test_this_machines_cuda_status_is_one_line():
+    usable, detail, _ = backends.cuda_status()
+    assert isinstance(usable, bool) and detail and "\n" not in detail
+
+
+def test_resolve_device(no_cuda):
+    assert resolve_device("cpu") == ("cpu", "")
+    device, message = resolve_device("auto")
+    assert device == "cpu" and "using the CPU" in message and NO_DRIVER in message
+    with pytest.raises(DeviceError, match="--device cuda cannot be used: no NVIDIA driver"):
+        resolve_device("cuda")
+    with pytest.raises(ConfigError, match="cpu, cuda, auto"):
+        resolve_device("gpu")
+
+
+@pytest.mark.parametrize("command", [["train"], ["evaluate", "model.safetensors"], ["predict", "m.safetensors", "x.png"],
+                                     ["compare"]])
+def test_device_cuda_without_a_gpu_is_one_line_before_any_work(no_cuda, command, tmp_path):
+    result = runner.invoke(app, [*command, "--device", "cuda", "--data-dir", str(tmp_path)]
+                           if command[0] != "predict" else [*command, "--device", "cuda"])
+    assert result.exit_code == 7, result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error: --device cuda cannot be used: no NVIDIA driver") and "\n" not in message
+    assert "--device cpu" in message and "Traceback" not in result.output
+    assert not any(tmp_path.iterdir()), "nothing is downloaded or written before the device is checked"
+
+
+def test_device_auto_falls_back_to_cpu_and_says_so(no_cuda, tiny_run):
+    result = runner.invoke(app, ["train", *tiny_run, "--device", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "--device auto: using the CPU, since CUDA cannot be used: no NVIDIA driver" in result.stderr
+    assert "(cpu)" in result.stdout
+
+
+def test_device_auto_json_names_the_device_and_keeps_stdout_json(no_cuda, tiny_run):
+    result = runner.invoke(app, ["train", *tiny_run, "--device", "auto", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["device"] == "cpu"
+
+
+def test_info_reports_versions_threads_cuda_and_caches(no_cuda):
+    result = runner.invoke(app, ["info", "--json"])
+    assert result.exit_code == 0, result.output
+    about = json.loads(result.stdout)
+    import numba
+    import numpy
+
+    assert about["numba"] == numba.__version__ and about["numpy"] == numpy.__version__
+    assert about["cpu_count"] >= 1 and about["numba_threads"] >= 1
+    assert about["cuda"] == {"usable": False, "detail": NO_DRIVER}
+    assert about["data_dir"] and about["kernel_cache_dir"]
+    result = runner.invoke(app, ["info"])
+    assert result.exit_code == 0, result.output
+    for words in ("numba", "CPU threads", "not usable", "no NVIDIA driver", "MNIST cache", "Kernel cache"):
+        assert words in result.stdout
+
+
+def test_info_shows_the_gpu_where_there_is_one(monkeypatch):
+    monkeypatch.setattr(backends, "cuda_status", lambda: (True, "NVIDIA H100 80GB HBM3, compute capability 9.0",
+                                                           {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}))
+    about = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
+    assert about["cuda"]["usable"] and about["cuda"]["compute_capability"] == "9.0"
+    assert "usable: NVIDIA H100" in runner.invoke(app, ["info"]).stdout
