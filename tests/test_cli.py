@@ -335,8 +335,3 @@ def test_messages_with_square_brackets_survive(tmp_path):
     path = tmp_path / "run[bold]" / "model.safetensors"
     result = invoke("evaluate", path)
     assert_user_error(result, 4, "run[bold]")
-
-
-def test_cuda_is_refused_clearly(tmp_path):
-    result = invoke("train", "--device", "cuda", "--output", tmp_path, "--data-dir", tmp_path, "--mirror", dead_url())
-    assert_user_error(result, 2, "CPU backend only", "--device cpu")
