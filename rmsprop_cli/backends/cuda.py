@@ -32,9 +32,17 @@ class CudaBackend:
     name = "cuda"
 
     def __init__(self, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None, step=0):
+        import warnings
+
+        import numba
         from numba import cuda
 
         from ..kernels import cuda as kernels
+
+        # A batch of 32 is a small grid by design (the forward pass of layer 0 is 16 blocks);
+        # Numba's warning about it would print on every run.
+        warnings.filterwarnings("ignore", message=r"Grid size .* will likely result in GPU under-utilization")
+        self.simulator = bool(numba.config.ENABLE_CUDASIM)
 
         self.cuda, self.K = cuda, kernels
         self.sizes = tuple(int(s) for s in sizes)
@@ -54,25 +62,29 @@ class CudaBackend:
         self.sumsq = cuda.to_device(np.zeros(2))
         rows = max(1, min(batch_size, len(images))) if images is not None else 1
         self.acts = [cuda.device_array((rows, s), np.float32) for s in self.sizes[1:]]
-        # dx[l]: dLoss/d(input of layer l), accumulated by layer l's backward kernel; layer 0 needs none.
-        self.dx = [cuda.device_array((0, self.sizes[0]), np.float32)]
-        self.dx += [cuda.to_device(np.zeros((rows, s), np.float32)) for s in self.sizes[1:-1]]
-        self.no_rows = cuda.device_array((0, self.sizes[-1]), np.float32)
+        # dx[l]: dLoss/d(input of layer l) from layer l's backward kernel, as one partial sum
+        # per column of its blocks (the layer below adds them); layer 0 needs none.
+        tile = kernels.TILE
+        self.dx = [cuda.device_array((0, rows, self.sizes[0]), np.float32)]
+        self.dx += [cuda.device_array((_blocks(self.sizes[l + 1], tile), rows, self.sizes[l]), np.float32)
+                    for l in range(1, self.n_layers)]
+        self.no_parts = cuda.device_array((0, rows, self.sizes[-1]), np.float32)
         self.ident = cuda.to_device(np.arange(max(rows, EVAL_ROWS), dtype=np.int64))
         self.metrics = (cuda.device_array(0, np.float32), cuda.device_array(0, np.int32))
         self.eval_acts = None
         self.block = (kernels.TILE, kernels.TILE)
         self.launches = 0  # kernel launches of training steps (scripts/bench_gpu.py reports them per step)
         self._order = self._eval = None
-        self._grids_cache = {}
+        self._grids_cache, self._configured = {}, {}
         self.images = cuda.to_device(np.zeros((1, self.sizes[0]), np.uint8))
         self.y = np.zeros(0, np.int64)
         if images is not None:
-            self.set_training_data(images, y)
+            self._upload_training_data(images, y)
 
     # --- data -----------------------------------------------------------------------
 
-    def set_training_data(self, images, y):
+    def _upload_training_data(self, images, y):
+        """Once, from the constructor, which sized the batch buffers for these images."""
         self.images = self.cuda.to_device(np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8))
         self.y = np.asarray(y, np.int64)
         self.first_image = images[:1]  # what warm_up evaluates
@@ -93,10 +105,20 @@ class CudaBackend:
 
     # --- training ---------------------------------------------------------------------
 
+    def _launch(self, kernel, grid, block=None):
+        """kernel[grid, block], configured once and kept (building a configuration is part of
+        the launch overhead that dominates small batches).  Not on the simulator, whose
+        kernel[grid, block] returns the kernel itself, reconfigured."""
+        block = block or self.block
+        if self.simulator:
+            return kernel[grid, block]
+        key = (id(kernel), grid, block)
+        if key not in self._configured:
+            self._configured[key] = kernel[grid, block]
+        return self._configured[key]
+
     def _grids(self, l: int, m: int):
-        """Grids of layer l's forward and backward kernels for batches of m rows (cached).  The
-        kernels are configured at each launch: the simulator's kernel[grid, block] returns the
-        kernel itself, reconfigured, so a configured kernel cannot be kept."""
+        """Grids of layer l's forward and backward kernels for batches of m rows (cached)."""
         key = (l, m)
         if key not in self._grids_cache:
             n_in, n_out = self.sizes[l], self.sizes[l + 1]
@@ -114,18 +136,19 @@ class CudaBackend:
         for l in range(self.n_layers):
             x, rows, xlo, scale = ((self.images, self.d_order, lo, PIXEL_SCALE) if l == 0 else
                                    (self.acts[l - 1], ident, 0, ACT_SCALE))
-            self.K.dense_forward[self._grids(l, m)[0], self.block](x, rows, xlo, m, scale, self.theta, self.offsets[l], l < last, self.acts[l], self.dx[l])
+            self._launch(self.K.dense_forward, self._grids(l, m)[0])(
+                x, rows, xlo, m, scale, self.theta, self.offsets[l], l < last, self.acts[l])
         parity = t % 2
         for l in range(last, -1, -1):
             x, rows, xlo, scale = ((self.images, self.d_order, lo, PIXEL_SCALE) if l == 0 else
                                    (self.acts[l - 1], ident, 0, ACT_SCALE))
-            dout = self.no_rows if l == last else self.dx[l + 1]
-            self.K.dense_backward_update[self._grids(l, m)[1], self.block](x, rows, xlo, m, scale, self.theta, self.offsets[l], self.acts[l], dout, self.d_labels, lo,
+            dout = self.no_parts if l == last else self.dx[l + 1]
+            self._launch(self.K.dense_backward_update, self._grids(l, m)[1])(x, rows, xlo, m, scale, self.theta, self.offsets[l], self.acts[l], dout, self.d_labels, lo,
                      self.state, self.d_hp, lr, bc1, bc2, self.dx[l], self.grad, self.sumsq, parity, losses,
                      corrects, bi)
         self.launches += 2 * self.n_layers
         if self.grad.size:
-            self.K.optimizer_update[_blocks(self.grad.size, UPDATE_THREADS), UPDATE_THREADS](
+            self._launch(self.K.optimizer_update, _blocks(self.grad.size, UPDATE_THREADS), UPDATE_THREADS)(
                 self.theta, self.state, self.grad, self.d_hp, lr, bc1, bc2, self.sumsq, parity, self.max_norm)
             self.launches += 1
 
@@ -154,9 +177,7 @@ class CudaBackend:
     def warm_up(self):
         """Compile every kernel of a run (or load it from the cache) on one real step, then put
         the weights, optimizer state and step counter back as they were."""
-        import numba
-
-        if len(self.y) == 0 or numba.config.ENABLE_CUDASIM:
+        if len(self.y) == 0 or self.simulator:
             return  # nothing to train on, or the simulator, which compiles nothing
         saved, step, launches = (self.params(), self.optimizer_state()), self.step, self.launches
         self.train_chunk(np.arange(1, dtype=np.int64), 0, 1)
@@ -183,11 +204,10 @@ class CudaBackend:
             self.eval_acts = [self.cuda.device_array((EVAL_ROWS, s), np.float32) for s in self.sizes[1:]]
         tile = self.K.TILE
         x, rows, xlo, scale = d_images, self._ident(start + m), start, PIXEL_SCALE
-        no_dx = self.dx[0]
         for l in range(self.n_layers):
             out = self.eval_acts[l]
-            self.K.dense_forward[(_blocks(self.sizes[l + 1], tile), _blocks(m, tile)), (tile, tile)](
-                x, rows, xlo, m, scale, self.theta, self.offsets[l], l < self.n_layers - 1, out, no_dx)
+            self._launch(self.K.dense_forward, (_blocks(self.sizes[l + 1], tile), _blocks(m, tile)))(
+                x, rows, xlo, m, scale, self.theta, self.offsets[l], l < self.n_layers - 1, out)
             x, rows, xlo, scale = out, self.ident, 0, ACT_SCALE
         return self.eval_acts[-1]
 
@@ -203,7 +223,8 @@ class CudaBackend:
         for start in range(0, n, EVAL_ROWS):
             m = min(EVAL_ROWS, n - start)
             z = self._forward_rows(d_images, start, m)
-            self.K.evaluate_rows[_blocks(m, ROW_THREADS), ROW_THREADS](z, d_y, start, m, losses, correct, d_confusion)
+            self._launch(self.K.evaluate_rows, _blocks(m, ROW_THREADS), ROW_THREADS)(
+                z, d_y, start, m, losses, correct, d_confusion)
         loss = float(losses.copy_to_host().astype(np.float64).sum())
         return loss, int(correct.copy_to_host()[0]), d_confusion.copy_to_host()
 
@@ -214,7 +235,7 @@ class CudaBackend:
         for start in range(0, n, EVAL_ROWS):
             m = min(EVAL_ROWS, n - start)
             z = self._forward_rows(d_images, start, m)
-            self.K.predict_proba[_blocks(m, ROW_THREADS), ROW_THREADS](z, start, m, probs)
+            self._launch(self.K.predict_proba, _blocks(m, ROW_THREADS), ROW_THREADS)(z, start, m, probs)
         return probs.copy_to_host()
 
     # --- state --------------------------------------------------------------------------

@@ -15,13 +15,14 @@ tiles of both operands through shared memory, so a value read from global
 memory serves TILE multiply-adds.
 
 A training step is two launches per layer, six for 784-128-64-10:
-- dense_forward, one per layer, which also clears the buffer its backward
-  pass will accumulate dLoss/dx into;
+- dense_forward, one per layer;
 - dense_backward_update, one per layer, last first: the weight and bias
-  gradients, the optimizer step, and dLoss/dx accumulated from the weights as
-  they were before the step.  The last layer's computes softmax cross-entropy
-  and its gradient from the logits itself (no launch of its own); a hidden
-  layer's ReLU mask is applied where the next kernel reads dLoss/dx.
+  gradients, the optimizer step, and dLoss/dx from the weights as they were
+  before the step, in one partial sum per column of blocks (no atomics, so a
+  run is reproducible bit for bit).  The last layer's computes softmax
+  cross-entropy and its gradient from the logits itself (no launch of its
+  own); a hidden layer's kernel adds the partial sums of the layer above in a
+  fixed order and applies its ReLU mask where it reads them.
 Clipping by the global norm adds one launch (optimizer_update): no weight may
 move before the norm of the whole gradient is known.
 
@@ -105,7 +106,7 @@ def optimizer_step(theta, state, i, g, hp, lr, bc1, bc2):
     mu, wd, clip = np.float32(hp[MOMENTUM]), np.float32(hp[WEIGHT_DECAY]), np.float32(hp[CLIP_VALUE])
     t = theta[i]
     if clip > ZERO:
-        g = min(max(g, -clip), clip)
+        g = -clip if g < -clip else (clip if g > clip else g)  # selects keep a NaN (min/max drop it)
     if wd > ZERO and hp[DECOUPLED] != 0:
         t -= lr * wd * t
     elif wd > ZERO:
@@ -118,7 +119,8 @@ def optimizer_step(theta, state, i, g, hp, lr, bc1, bc2):
             m = rho * state[1, i] + (ONE - rho) * g
             state[1, i] = m
             mean = m * bc2
-            var = max(v * bc2 - mean * mean, ZERO)
+            var = v * bc2 - mean * mean
+            var = ZERO if var < ZERO else var
             step = lr * g / (np.float32(math.sqrt(var)) + eps if outside else np.float32(math.sqrt(var + eps)))
         elif outside:
             step = lr * g / (np.float32(math.sqrt(v * bc2)) + eps)
@@ -147,13 +149,9 @@ def optimizer_step(theta, state, i, g, hp, lr, bc1, bc2):
 
 
 @cuda.jit(**CUDA_JIT)
-def dense_forward(x, rows, lo, m, scale, theta, off, relu, out, dx):
+def dense_forward(x, rows, lo, m, scale, theta, off, relu, out):
     """out[r] = x[rows[lo + r]] / scale @ W + b for the m rows of a batch, then
     ReLU if relu; W, b are the layer at theta[off:].  One thread per output.
-
-    Also clears dx[:m] (dLoss/dx, which the backward pass accumulates with
-    atomics and so must start at zero): this kernel is the last to run
-    before that pass and costs no extra launch.  Layer 0 passes a dx of no rows.
     """
     xs = cuda.shared.array((TILE, DEPTH), np.float32)
     ws = cuda.shared.array((DEPTH, TILE), np.float32)
@@ -174,10 +172,9 @@ def dense_forward(x, rows, lo, m, scale, theta, off, relu, out, dx):
         cuda.syncthreads()
     if r < m and j < n_out:
         acc += theta[off + n_in * n_out + j]
-        out[r, j] = max(acc, ZERO) if relu else acc
-    if cuda.blockIdx.x == 0 and r < m and r < dx.shape[0]:
-        for k in range(tx, dx.shape[1], TILE):
-            dx[r, k] = ZERO
+        # ReLU as a select, not max(): the GPU's max.f32 returns the other operand
+        # for a NaN, which would hide a diverging run from the host's check.
+        out[r, j] = ZERO if relu and acc < ZERO else acc
 
 
 @cuda.jit(**CUDA_JIT)
@@ -187,19 +184,20 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
     the m rows of a batch whose inputs are x[rows[lo + r]] / scale.
 
     dLoss/d(pre-activation), delta, is read in one of two ways:
-    - last layer (dout has no rows): from the logits act and labels[ylo + r],
+    - last layer (dout has no parts): from the logits act and labels[ylo + r],
       softmax(z) - onehot(label), over m for the batch mean.  Block (0, 0)
       also writes the batch's loss sum and correct count to losses[bi] and
       corrects[bi];
-    - hidden layer: dout (dLoss/d output, accumulated by the layer above)
-      where its ReLU output act is positive.
+    - hidden layer: dLoss/d output, the sum over p of dout[p] (the layer
+      above's partial sums, added in order) where the ReLU output act is positive.
     Thread (ty, tx) of block (bx, by) owns the PER_THREAD weights W[k, j] with
     k = by*DEPTH + ty + q*TILE, j = bx*TILE + tx (more work per thread, fewer
     blocks to schedule); their gradients sum x[r, k] * delta[r, j] over the
     batch, ROWS rows per pass through shared memory; blocks with by == 0 also sum
     delta over rows for the bias.  With the same tiles, and the layer's weights
-    before the update, each block adds its share of delta @ W.T into dx
-    (dLoss/dx, unmasked) with atomics, unless dx has no rows (layer 0).
+    before the update, block (bx, by) writes its share of delta @ W.T, the
+    sum over its TILE outputs, to dx[bx] (dLoss/dx, unmasked; one writer per
+    element), unless dx has no parts (layer 0).
 
     Then either the optimizer step, or, when grad has elements (clipping by
     global norm), the gradient is stored there and its squared sum added to
@@ -220,6 +218,7 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
     j = bx * TILE + tx
     k0 = by * DEPTH
     logits = dout.shape[0] == 0
+    want_dx = dx.shape[0] > 0
     first_block = bx == 0 and by == 0
     for q in range(PER_THREAD):
         k = k0 + q * TILE + ty
@@ -252,7 +251,8 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
                     if j == labels[ylo + r]:
                         d -= ONE / np.float32(m)
                 elif act[r, j] > ZERO:
-                    d = dout[r, j]
+                    for part in range(dout.shape[0]):
+                        d += dout[part, r, j]
             ds[q + ty, tx] = d
         cuda.syncthreads()
         n_rows = min(ROWS, m - r0)  # the last tile of a batch may be partly empty
@@ -263,9 +263,9 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
         if by == 0 and ty == 0:
             for t in range(n_rows):
                 g_bias += ds[t, tx]
-        if dx.shape[0] > 0:
-            # Thread (ty, tx) adds delta[r] . W[k] for rows r0 + ty, r0 + ty + TILE, ...
-            # and the block's inputs k = k0 + tx, k0 + tx + TILE, ...
+        if want_dx:
+            # Thread (ty, tx) writes delta[r] . W[k] over this block's outputs, for rows
+            # r0 + ty, r0 + ty + TILE, ... and the block's inputs k0 + tx, k0 + tx + TILE, ...
             for q in range(0, n_rows, TILE):
                 r = r0 + q + ty
                 for p in range(0, DEPTH, TILE):
@@ -273,7 +273,7 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
                         s = ZERO
                         for jj in range(TILE):
                             s += ds[q + ty, jj] * ws[p + tx, jj]
-                        cuda.atomic.add(dx, (r, k0 + p + tx), s)
+                        dx[bx, r, k0 + p + tx] = s
         cuda.syncthreads()
     if logits and first_block:
         # A fixed-order sum, so the reported loss does not depend on thread timing.

@@ -43,31 +43,38 @@ def test_dense_forward_matches_cpu_twin(n, n_in, n_out, relu):
     b = rng.normal(size=n_out).astype(F32)
     theta = np.concatenate([rng.normal(size=5).astype(F32), w.ravel(), b])  # the layer at offset 5
     out = np.full((n, n_out), np.nan, F32)
-    dx = np.full((n, n_in), 7.0, F32)
-    lo = 2 if n + 2 <= n + 3 else 0
+    lo = 2  # the batch is order[2:2 + n]
     rows = order[lo:lo + n]
     cuda_kernels.dense_forward[(blocks(n_out, T), blocks(n, T)), BLOCK](
-        images, order, lo, n, F32(255), theta, 5, relu, out, dx)
+        images, order, lo, n, F32(255), theta, 5, relu, out)
     cpu = np.zeros_like(out)
     K.dense_forward(x[rows], w, b, cpu, relu)
     np.testing.assert_allclose(out, cpu, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out, naive_dense_forward(x[rows], w, b, relu), rtol=1e-4, atol=1e-4)
-    assert not dx.any(), "the forward pass clears the buffer its backward pass accumulates dx into"
 
 
-def _backward(x, w, b, act, dout, labels, hp, lr=F32(0.01), logits=False, want_dx=True):
-    """Run dense_backward_update on one layer; returns (W, b, state, dx, loss, correct)."""
+def test_relu_keeps_nan_for_the_divergence_check():
+    theta = np.array([np.nan, 1.0, 0.0, 0.0], F32)  # W (1, 2), b (2)
+    out = np.zeros((1, 2), F32)
+    cuda_kernels.dense_forward[(1, 1), BLOCK](np.array([[1.0]], F32), np.arange(1), 0, 1, F32(1), theta, 0, True, out)
+    assert np.isnan(out[0, 0]) and out[0, 1] == 1.0
+
+
+def _backward(x, w, b, act, dout, labels, hp, lr=F32(0.01)):
+    """Run dense_backward_update on one layer; dout holds the layer above's partial sums of
+    dLoss/d(output), or no parts for the last layer.  Returns (W, b, state, dx, loss, correct),
+    dx summed over its parts."""
     n, n_in = x.shape
     n_out = w.shape[1]
     theta = np.concatenate([w.ravel(), b]).astype(F32)
     state = np.zeros((3, theta.size), F32)
     state[0] = 0.5  # a non-zero accumulator, so that v's decay shows
-    dx = np.zeros((n if want_dx else 0, n_in), F32)
+    dx = np.full((blocks(n_out, T), n, n_in), np.nan, F32)  # every element is written
     losses, corrects = np.zeros(2, F32), np.zeros(2, np.int32)
     cuda_kernels.dense_backward_update[(blocks(n_out, T), blocks(n_in, cuda_kernels.DEPTH)), BLOCK](
-        x, np.arange(n), 0, n, F32(1), theta, 0, act, np.zeros((0, n_out), F32) if logits else dout, labels, 0,
+        x, np.arange(n), 0, n, F32(1), theta, 0, act, dout, labels, 0,
         state, hp, lr, F32(1), F32(1), dx, np.zeros(0, F32), np.zeros(2), 0, losses, corrects, 1)
-    return (theta[:w.size].reshape(w.shape), theta[w.size:], state, dx, losses[1], corrects[1])
+    return (theta[:w.size].reshape(w.shape), theta[w.size:], state, dx.sum(0), losses[1], corrects[1])
 
 
 def _cpu_backward(x, w, b, delta, hp, lr=F32(0.01)):
@@ -88,15 +95,15 @@ def test_hidden_layer_backward_update_matches_cpu_twin(n, n_in, n_out, placement
     w = rng.normal(size=(n_in, n_out)).astype(F32)
     b = rng.normal(size=n_out).astype(F32)
     act = np.maximum(rng.normal(size=(n, n_out)), 0).astype(F32)   # the layer's ReLU output
-    dout = rng.normal(size=(n, n_out)).astype(F32)                  # dLoss/d(output) from the layer above
+    parts = rng.normal(size=(2, n, n_out)).astype(F32)              # the layer above's partial sums
     hp = hp_of(eps_placement=placement)
-    w_gpu, b_gpu, state, dx, _, _ = _backward(x, w, b, act, dout, np.zeros(n, np.int32), hp)
-    delta = dout * (act > 0)
+    w_gpu, b_gpu, state, dx, _, _ = _backward(x, w, b, act, parts, np.zeros(n, np.int32), hp)
+    delta = (parts[0] + parts[1]) * (act > 0)
     w_cpu, b_cpu, vw, vb, dx_cpu = _cpu_backward(x, w, b, delta, hp)
     np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b_gpu, b_cpu, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(state[0], np.concatenate([vw.ravel(), vb]), rtol=1e-5, atol=1e-7)
-    # dx is accumulated unmasked; the mask of the layer below (x > 0) is applied where it is read.
+    # dx is written unmasked; the mask of the layer below (x > 0) is applied where it is read.
     np.testing.assert_allclose(dx * (x > 0), dx_cpu, rtol=1e-5, atol=1e-5)
     gw, gb, ref_dx = naive_dense_backward(x, w, delta)
     np.testing.assert_allclose(dx * (x > 0), ref_dx, rtol=1e-4, atol=1e-4)
@@ -114,7 +121,7 @@ def test_last_layer_softmax_loss_and_update_match_cpu_twin(n, c, scale):
     z = (rng.normal(size=(n, c)) * scale).astype(F32)
     y = rng.integers(0, c, n)
     hp = hp_of()
-    w_gpu, b_gpu, state, dx, loss, correct = _backward(x, w, b, z, None, y.astype(np.int32), hp, logits=True)
+    w_gpu, b_gpu, state, dx, loss, correct = _backward(x, w, b, z, np.zeros((0, n, c), F32), y.astype(np.int32), hp)
     delta = np.zeros_like(z)
     cpu_loss, cpu_correct = K.softmax_xent(z, y, delta, F32(1 / n))
     ref_loss, ref_correct, _ = naive_softmax_xent(z, y)
