@@ -23,6 +23,13 @@ from rmsprop_cli.config import Recipe
 from rmsprop_cli.optim import Optimizer
 
 
+def dense_flop_per_sample(sizes) -> int:
+    """Multiply-adds x 2 of one training sample done densely: the forward product, the
+    weight gradient, and the input gradient of every layer but the first (which needs none)."""
+    macs = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+    return 2 * (2 * sum(macs) + sum(macs[1:]))
+
+
 def arguments(doc: str, device: str = "cpu") -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=5)
@@ -71,6 +78,9 @@ def measure(args: argparse.Namespace):
     ts = statistics.median(train_seconds)
     print(f"median epoch {epoch:.3f} s (training {ts:.3f} s, {len(X_train) / ts:,.0f} samples/s); "
           f"first {history[0]['seconds']:.3f} s, last {history[-1]['seconds']:.3f} s")
+    flop = len(X_train) * dense_flop_per_sample(recipe.sizes)
+    print(f"arithmetic of a dense implementation: {flop / 1e9:.1f} GFLOP per epoch; "
+          f"achieved {flop / ts / 1e9:.1f} GFLOP/s (skipping zeros does less)")
 
     runs = []
     for _ in range(5):
