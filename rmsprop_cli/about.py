@@ -20,7 +20,7 @@ def _version(dist: str) -> str | None:
 
 def kernel_cache_dir() -> Path:
     """Where Numba keeps the compiled kernels (cache=True): NUMBA_CACHE_DIR if set, else
-    __pycache__ beside the kernel modules (or a user cache folder when that is read-only)."""
+    __pycache__ beside the kernel modules."""
     import numba
 
     if numba.config.CACHE_DIR:

@@ -26,7 +26,7 @@ def shard_buffers(sizes: np.ndarray, rows: int, shards: int):
             np.zeros((shards, rows), np.int64))
 
 
-def _pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
+def pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
     """uint8 images as contiguous (N, pixels) rows; the kernels scale them to [0, 1]."""
     return np.ascontiguousarray(images.reshape(len(images), n_pixels), dtype=np.uint8)
 
@@ -60,7 +60,7 @@ class CpuBackend:
         self.evaluate(self.images[:0], self.y[:0])
 
     def set_training_data(self, images, y):
-        self.images = _pixels(images, self.sizes[0])
+        self.images = pixels(images, self.sizes[0])
         self.y = np.ascontiguousarray(y, dtype=np.int64)
 
     def train_chunk(self, order, start, n_batches):
@@ -73,13 +73,13 @@ class CpuBackend:
     def evaluate(self, images, y):
         n_classes = int(self.sizes[-1])
         confusion = np.zeros((n_classes, n_classes), np.int64)
-        loss, correct = K.evaluate(_pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64), self.theta, self.sizes, *self.eval_bufs, confusion)
+        loss, correct = K.evaluate(pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64), self.theta, self.sizes, *self.eval_bufs, confusion)
         return float(loss), int(correct), confusion
 
     def predict_proba(self, images):
         n_classes = int(self.sizes[-1])
         probs = np.zeros((len(images), n_classes), np.float32)
-        K.predict_proba(_pixels(images, self.sizes[0]), self.theta, self.sizes, self.eval_bufs[0][0], probs)
+        K.predict_proba(pixels(images, self.sizes[0]), self.theta, self.sizes, self.eval_bufs[0][0], probs)
         return probs
 
     def set_state(self, theta, opt_state):

@@ -15,13 +15,13 @@ import numpy as np
 from .. import model
 from ..kernels import cpu as schedule  # learning_rate_at and bias_corrections: host-side scalars, one definition
 from ..optim import CLIP_NORM
+from .cpu import STATE_ROWS, pixels
 
 EVAL_ROWS = 8192          # rows per forward pass in evaluation and prediction
 ROW_THREADS = 128         # threads per block of the one-thread-per-row kernels
 UPDATE_THREADS = 256      # threads per block of optimizer_update
 PIXEL_SCALE = np.float32(255.0)
 ACT_SCALE = np.float32(1.0)
-STATE_ROWS = {"v": 0, "m": 1, "b": 2}
 
 
 def _blocks(n: int, per: int) -> int:
@@ -85,7 +85,7 @@ class CudaBackend:
 
     def _upload_training_data(self, images, y):
         """Once, from the constructor, which sized the batch buffers for these images."""
-        self.images = self.cuda.to_device(np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8))
+        self.images = self.cuda.to_device(pixels(images, self.sizes[0]))
         self.y = np.asarray(y, np.int64)
         self.first_image = images[:1]  # what warm_up evaluates
         self._order = None
@@ -123,29 +123,34 @@ class CudaBackend:
         if key not in self._grids_cache:
             n_in, n_out = self.sizes[l], self.sizes[l + 1]
             tile = self.K.TILE
-            self._grids_cache[key] = ((_blocks(n_out, tile), _blocks(m, tile)), (_blocks(n_out, tile), _blocks(n_in, self.K.DEPTH)))
+            self._grids_cache[key] = ((_blocks(n_out, tile), _blocks(m, tile)),
+                                      (_blocks(n_out, tile), _blocks(n_in, self.K.DEPTH)))
         return self._grids_cache[key]
+
+    def _layer_input(self, l: int, lo: int):
+        """(x, rows, lo, scale) of layer l in a training step: the batch's images through the
+        shuffled order for layer 0, else the previous layer's activations, already in batch order."""
+        if l == 0:
+            return self.images, self.d_order, lo, PIXEL_SCALE
+        return self.acts[l - 1], self.ident, 0, ACT_SCALE
 
     def _train_step(self, lo: int, m: int, t: int, bi: int):
         """One mini-batch: rows order[lo:lo + m]; t is the 1-based update number."""
         lr = np.float32(schedule.learning_rate_at(self.hp, t))
         bc1, bc2 = (np.float32(c) for c in schedule.bias_corrections(self.hp, t))
         last = self.n_layers - 1
-        ident = self.ident
         losses, corrects = self.metrics
         for l in range(self.n_layers):
-            x, rows, xlo, scale = ((self.images, self.d_order, lo, PIXEL_SCALE) if l == 0 else
-                                   (self.acts[l - 1], ident, 0, ACT_SCALE))
+            x, rows, xlo, scale = self._layer_input(l, lo)
             self._launch(self.K.dense_forward, self._grids(l, m)[0])(
                 x, rows, xlo, m, scale, self.theta, self.offsets[l], l < last, self.acts[l])
         parity = t % 2
         for l in range(last, -1, -1):
-            x, rows, xlo, scale = ((self.images, self.d_order, lo, PIXEL_SCALE) if l == 0 else
-                                   (self.acts[l - 1], ident, 0, ACT_SCALE))
+            x, rows, xlo, scale = self._layer_input(l, lo)
             dout = self.no_parts if l == last else self.dx[l + 1]
-            self._launch(self.K.dense_backward_update, self._grids(l, m)[1])(x, rows, xlo, m, scale, self.theta, self.offsets[l], self.acts[l], dout, self.d_labels, lo,
-                     self.state, self.d_hp, lr, bc1, bc2, self.dx[l], self.grad, self.sumsq, parity, losses,
-                     corrects, bi)
+            self._launch(self.K.dense_backward_update, self._grids(l, m)[1])(
+                x, rows, xlo, m, scale, self.theta, self.offsets[l], self.acts[l], dout, self.d_labels, lo,
+                self.state, self.d_hp, lr, bc1, bc2, self.dx[l], self.grad, self.sumsq, parity, losses, corrects, bi)
         self.launches += 2 * self.n_layers
         if self.grad.size:
             self._launch(self.K.optimizer_update, _blocks(self.grad.size, UPDATE_THREADS), UPDATE_THREADS)(
@@ -193,7 +198,7 @@ class CudaBackend:
         """The evaluated images (and labels) on the device, kept while the same arrays come back
         (the validation set, every epoch)."""
         if self._eval is None or self._eval[0] is not images or self._eval[1] is not y:
-            d_images = self.cuda.to_device(np.ascontiguousarray(images.reshape(len(images), -1), dtype=np.uint8))
+            d_images = self.cuda.to_device(pixels(images, self.sizes[0]))
             d_y = self.cuda.to_device(np.asarray(y, np.int32)) if y is not None else None
             self._eval = (images, y, d_images, d_y)
         return self._eval[2], self._eval[3]
