@@ -19,11 +19,29 @@ def n_shards(rows: int) -> int:
     return max(1, min(numba.get_num_threads(), rows // MIN_SHARD_ROWS))
 
 
+LINE = 64  # bytes in a cache line
+LINE_FLOATS = LINE // 4
+
+
+def aligned_zeros(shape, dtype=np.float32) -> np.ndarray:
+    """Zeros whose data starts on a cache-line boundary.
+
+    numpy only promises 16-byte alignment, so where the kernels' buffers began
+    was down to chance: an 8-float vector load or store that straddles two
+    cache lines costs two, and training ran 5-10% slower when the optimizer
+    state and the activations started 16 to 48 bytes past a line.
+    """
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    raw = np.zeros(nbytes + LINE, np.uint8)
+    start = -raw.ctypes.data % LINE
+    return raw[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def shard_buffers(sizes: np.ndarray, rows: int, shards: int):
     """Per-shard flat activation and delta buffers of `rows` rows of every layer, and labels."""
-    width = rows * int(sizes.sum())
-    return (np.zeros((shards, width), np.float32), np.zeros((shards, width), np.float32),
-            np.zeros((shards, rows), np.int64))
+    width = -(-rows * int(sizes.sum()) // LINE_FLOATS) * LINE_FLOATS  # whole lines, so every shard is aligned
+    return (aligned_zeros((shards, width)), aligned_zeros((shards, width)), np.zeros((shards, rows), np.int64))
 
 
 def pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -41,11 +59,14 @@ class CpuBackend:
         self.hp = optimizer.hyperparameters()
         self.plain = optimizer.is_plain_rmsprop()
         self.step = step  # updates made so far: the schedule and bias correction depend on it
-        self.theta = np.array(theta, dtype=np.float32)
-        # Rows v, m, b of the kernels' state; the ones this optimizer lacks stay zero.
-        self.state = np.zeros((3, self.theta.size), np.float32)
-        self.set_state(self.theta, opt_state)
-        self.grad = np.zeros(self.theta.size if self.hp[CLIP_NORM] > 0 else 0, np.float32)
+        self.theta = aligned_zeros(np.shape(theta))
+        # Rows v, m, b of the kernels' state, each padded to whole cache lines so
+        # that all three start aligned (the kernels never read the padding); the
+        # rows this optimizer lacks stay zero.
+        n = self.theta.size
+        self.state = aligned_zeros((3, -(-n // LINE_FLOATS) * LINE_FLOATS))
+        self.set_state(theta, opt_state)
+        self.grad = aligned_zeros(n if self.hp[CLIP_NORM] > 0 else 0)
         # A batch never holds more rows than there are images; evaluation-only backends train nothing.
         rows = max(1, min(batch_size, len(images))) if images is not None else 1
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, rows, 1))
@@ -85,10 +106,10 @@ class CpuBackend:
     def set_state(self, theta, opt_state):
         self.theta[:] = theta
         for name in self.names:
-            self.state[STATE_ROWS[name]] = opt_state[name]
+            self.state[STATE_ROWS[name], :self.theta.size] = opt_state[name]
 
     def params(self):
         return self.theta.copy()
 
     def optimizer_state(self):
-        return {name: self.state[STATE_ROWS[name]].copy() for name in self.names}
+        return {name: self.state[STATE_ROWS[name], :self.theta.size].copy() for name in self.names}
