@@ -13,8 +13,9 @@ from .errors import ConfigError
 # Inf checks that stop a diverging run. Kernels never hard-code fastmath.
 FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
 JIT = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil": True}
-# Only the per-batch drivers are parallel (a prange over shards of the batch);
-# the kernels they call stay serial, so threads never nest.
+# Only the drivers that split one kernel's work across threads are parallel
+# (a prange over shards: evaluate, and the *_threads drivers of a training
+# step); the kernels they call stay serial, so threads never nest.
 JIT_PARALLEL = {**JIT, "parallel": True}
 # CUDA kernels: IEEE division and square root (fastmath would make them
 # approximate and flush denormals), so that each kernel matches its CPU twin to

@@ -1,5 +1,5 @@
-"""The CPU backend's host buffers: cache-line alignment, and optimizer state that
-round-trips through the padded rows the kernels see."""
+"""The CPU backend's host buffers (cache-line alignment, optimizer state that
+round-trips through the padded rows the kernels see) and its training threads."""
 
 import numpy as np
 import pytest
@@ -21,8 +21,8 @@ def test_aligned_zeros_start_on_a_cache_line(shape, dtype):
             assert a.ctypes.data % LINE == 0
 
 
-def backend(optimizer="adam", images=None, y=None, hidden=(5, 3), seed=0):
-    recipe = Recipe(optimizer=optimizer, hidden=hidden, batch_size=4)
+def backend(optimizer="adam", images=None, y=None, hidden=(5, 3), seed=0, batch_size=4, **options):
+    recipe = Recipe(optimizer=optimizer, hidden=hidden, batch_size=batch_size, **options)
     opt = Optimizer(recipe, 10)
     theta = model.glorot_init(recipe.sizes, np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1)
@@ -67,3 +67,39 @@ def test_training_never_reads_the_padding():
     assert np.isfinite(theta_b).all()
     for name in state_a:
         np.testing.assert_array_equal(state_a[name], state_b[name])
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"optimizer": "adam"}, {"clip_norm": 0.5, "weight_decay": 0.01},
+    {"centered": True, "momentum": 0.9, "nesterov": True}, {"eps_placement": "outside"},
+], ids=str)
+def test_threads_train_bit_for_bit_like_one_thread(options):
+    """Splitting each step across threads (forward and dx by batch rows, W by rows) changes
+    nothing: every row is computed as on one thread.  The last batch is ragged."""
+    rng = np.random.default_rng(7)
+    images = (rng.random((70, 28, 28)) < 0.25).astype(np.uint8) * rng.integers(1, 256, (70, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, 70)
+    order = rng.permutation(70)
+    results = {}
+    for shards in (1, 2, 3):
+        be, _, _ = backend(images=images, y=y, hidden=(40, 20), batch_size=16, **options)
+        be.shards = shards
+        out = be.train_chunk(order, 0, 5)
+        results[shards] = (out, be.params(), be.optimizer_state())
+    (out1, theta1, state1) = results[1]
+    assert out1[2:] == (70, -1)
+    for shards in (2, 3):
+        out, theta, state = results[shards]
+        assert out == out1
+        np.testing.assert_array_equal(theta, theta1)
+        for name in state1:
+            np.testing.assert_array_equal(state[name], state1[name])
+
+
+def test_backend_splits_steps_across_numba_threads_when_the_batch_allows():
+    import numba
+
+    threads = numba.get_num_threads()
+    images, y = np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.int64)
+    assert backend(images=images, y=y, batch_size=32)[0].shards == min(threads, 4)
+    assert backend(images=images, y=y, batch_size=4)[0].shards == 1  # too few rows to be worth a thread

@@ -208,19 +208,20 @@ def _hp(**options):
     return Optimizer(Recipe(**options), 100).hyperparameters()
 
 
-def _train(X, y, order, n_batches, batch, sizes, theta, v, lr, outside=False):
+def _train(X, y, order, n_batches, batch, sizes, theta, v, lr, outside=False, shards=1):
     acts, deltas, labels = _buffers(sizes, batch)
     state = np.zeros((3, theta.size), np.float32)
     state[0] = v
     hp = _hp(lr=lr, eps_placement="outside" if outside else "inside")
     result = K.train_chunk(X, y.astype(np.int64), order.astype(np.int64), 0, n_batches, batch, np.array(sizes),
-                           theta, state, np.zeros(0, np.float32), 0, hp, True, acts, deltas, labels)
+                           theta, state, np.zeros(0, np.float32), 0, hp, True, acts, deltas, labels, shards)
     v[:] = state[0]
     return result
 
 
 @pytest.mark.parametrize("outside", [False, True])
-def test_train_chunk_equals_naive_loop(outside):
+@pytest.mark.parametrize("shards", [1, 2, 3])
+def test_train_chunk_equals_naive_loop(outside, shards):
     """Several batches (the last one partial) in one compiled call equal a numpy loop."""
     sizes, batch, n = (20, 12, 6, 4), 8, 30
     rng = np.random.default_rng(3)
@@ -240,7 +241,7 @@ def test_train_chunk_equals_naive_loop(outside):
                                          np.float32(1e-7), outside)
 
     v = np.zeros_like(theta)
-    loss, correct, seen, bad = _train(images, y, order, 4, batch, sizes, theta, v, lr, outside)
+    loss, correct, seen, bad = _train(images, y, order, 4, batch, sizes, theta, v, lr, outside, shards)
     assert (seen, bad) == (n, -1)
     assert loss == pytest.approx(ref_loss, rel=1e-4)
     np.testing.assert_allclose(theta, ref_theta, rtol=1e-3, atol=1e-4)

@@ -167,8 +167,10 @@ def test_state_buffers_per_optimizer():
     {"optimizer": "adam", "clip_norm": 0.05}, {"clip_norm": 0.05, "weight_decay": 0.01},
     {"optimizer": "adagrad", "schedule": "cosine", "warmup_steps": 2},
 ], ids=str)
-def test_training_chunk_with_options_equals_naive_loop(options):
-    """Batches through the fused (or, with clip_norm, two-pass) kernels equal gradient + formula in numpy."""
+@pytest.mark.parametrize("shards", [1, 2])
+def test_training_chunk_with_options_equals_naive_loop(options, shards):
+    """Batches through the fused (or, with clip_norm, two-pass) kernels, on one thread or
+    split across two, equal gradient + formula in numpy."""
     from naive import sparse_images
     from test_kernels import _buffers, _kernel_gradient, _network
 
@@ -199,6 +201,6 @@ def test_training_chunk_with_options_equals_naive_loop(options):
     grad = np.zeros(theta.size if o.clip_norm else 0, np.float32)
     _, _, seen, bad = K.train_chunk(images, y.astype(np.int64), order.astype(np.int64), 0, n // batch, batch,
                                     np.array(sizes), theta, kstate, grad, 0, opt.hyperparameters(),
-                                    opt.is_plain_rmsprop(), acts, deltas, labels)
+                                    opt.is_plain_rmsprop(), acts, deltas, labels, shards)
     assert (seen, bad) == (n, -1)
     np.testing.assert_allclose(theta, ref, rtol=1e-3, atol=1e-4)

@@ -13,7 +13,7 @@ MIN_SHARD_ROWS = 8  # below this a thread's share of a batch costs more to hand 
 
 
 def n_shards(rows: int) -> int:
-    """Threads for evaluation: one per Numba thread, unless there are too few rows to split."""
+    """Threads for `rows` rows at a time: one per Numba thread, unless there are too few rows to split."""
     import numba
 
     return max(1, min(numba.get_num_threads(), rows // MIN_SHARD_ROWS))
@@ -70,6 +70,7 @@ class CpuBackend:
         # A batch never holds more rows than there are images; evaluation-only backends train nothing.
         rows = max(1, min(batch_size, len(images))) if images is not None else 1
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, rows, 1))
+        self.shards = n_shards(rows)  # threads a training step is split across
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
         self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
         if images is not None:
@@ -87,7 +88,7 @@ class CpuBackend:
     def train_chunk(self, order, start, n_batches):
         loss, correct, seen, bad = K.train_chunk(
             self.images, self.y, order, start, n_batches, self.batch_size, self.sizes, self.theta, self.state,
-            self.grad, self.step, self.hp, self.plain, *self.train_bufs)
+            self.grad, self.step, self.hp, self.plain, *self.train_bufs, self.shards)
         self.step += bad if bad >= 0 else -(-seen // self.batch_size)
         return float(loss), int(correct), int(seen), int(bad)
 
