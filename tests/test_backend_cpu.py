@@ -96,10 +96,18 @@ def test_threads_train_bit_for_bit_like_one_thread(options):
             np.testing.assert_array_equal(state[name], state1[name])
 
 
-def test_backend_splits_steps_across_numba_threads_when_the_batch_allows():
+def test_backend_splits_steps_across_numba_threads_when_the_batch_allows(monkeypatch):
     import numba
 
-    threads = numba.get_num_threads()
+    monkeypatch.setattr(numba, "threading_layer", lambda: "omp")
     images, y = np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.int64)
-    assert backend(images=images, y=y, batch_size=32)[0].shards == min(threads, 4)
+    assert backend(images=images, y=y, batch_size=32)[0].shards == min(numba.get_num_threads(), 4)
     assert backend(images=images, y=y, batch_size=4)[0].shards == 1  # too few rows to be worth a thread
+
+
+def test_training_stays_on_one_thread_under_a_threading_layer_that_sleeps(monkeypatch):
+    import numba
+
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    images, y = np.zeros((64, 28, 28), np.uint8), np.zeros(64, np.int64)
+    assert backend(images=images, y=y, batch_size=32)[0].shards == 1

@@ -12,6 +12,16 @@ STATE_ROWS = {"v": 0, "m": 1, "b": 2}
 MIN_SHARD_ROWS = 8  # below this a thread's share of a batch costs more to hand out than to compute
 
 
+# Numba threading layers under which a training step is split across threads.
+# A step opens about eight parallel regions of tens of microseconds each, so
+# the threads must wait for the next one spinning: OpenMP's do (two threads
+# trained up to 1.4 times faster than one here), while Numba's fallback
+# 'workqueue' layer, used where neither an OpenMP nor a TBB runtime is found,
+# made two threads train 5 times slower than one.  TBB could not be loaded
+# here to be measured, so under it training stays on one thread too.
+SPLIT_LAYERS = ("omp",)
+
+
 def n_shards(rows: int) -> int:
     """Threads for `rows` rows at a time: one per Numba thread, unless there are too few rows to split."""
     import numba
@@ -70,9 +80,9 @@ class CpuBackend:
         # A batch never holds more rows than there are images; evaluation-only backends train nothing.
         rows = max(1, min(batch_size, len(images))) if images is not None else 1
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, rows, 1))
-        self.shards = n_shards(rows)  # threads a training step is split across
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
         self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
+        self.shards = 1  # threads a training step is split across; decided once there is data
         if images is not None:
             self.set_training_data(images, y)
 
@@ -84,6 +94,15 @@ class CpuBackend:
     def set_training_data(self, images, y):
         self.images = pixels(images, self.sizes[0])
         self.y = np.ascontiguousarray(y, dtype=np.int64)
+        self.shards = n_shards(len(self.train_bufs[2])) if self.threading_layer() in SPLIT_LAYERS else 1
+
+    def threading_layer(self) -> str:
+        """The threading layer Numba runs parallel kernels on; an empty evaluation
+        starts it (Numba picks it at the first parallel launch)."""
+        import numba
+
+        self.evaluate(self.images[:0], self.y[:0])
+        return numba.threading_layer()
 
     def train_chunk(self, order, start, n_batches):
         loss, correct, seen, bad = K.train_chunk(
