@@ -33,6 +33,8 @@ def info() -> dict:
     import numpy
 
     from .backends import cuda_status
+    from .backends.cpu import threading_layer, training_shards
+    from .config import Recipe
     from .data import default_data_dir
 
     usable, detail, device = cuda_status()
@@ -44,6 +46,8 @@ def info() -> dict:
         "numba_cuda": _version("numba-cuda"),
         "cpu_count": os.cpu_count(),
         "numba_threads": numba.get_num_threads(),
+        "threading_layer": threading_layer(),
+        "training_threads": training_shards(Recipe().batch_size),
         "cuda": {"usable": usable, "detail": detail, **device},
         "data_dir": str(default_data_dir()),
         "kernel_cache_dir": str(kernel_cache_dir()),

@@ -87,11 +87,15 @@ def test_info_reports_versions_threads_cuda_and_caches(no_cuda):
 
     assert about["numba"] == numba.__version__ and about["numpy"] == numpy.__version__
     assert about["cpu_count"] >= 1 and about["numba_threads"] >= 1
+    assert about["threading_layer"] == numba.threading_layer()
+    split = about["threading_layer"] == "omp" and about["numba_threads"] > 1
+    assert about["training_threads"] == (min(about["numba_threads"], 4) if split else 1)
     assert about["cuda"] == {"usable": False, "detail": NO_DRIVER}
     assert about["data_dir"] and about["kernel_cache_dir"]
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 0, result.output
-    for words in ("numba", "CPU threads", "not usable", "no NVIDIA driver", "MNIST cache", "Kernel cache"):
+    for words in ("numba", "CPU threads", "threading layer", "not usable", "no NVIDIA driver", "MNIST cache",
+                  "Kernel cache"):
         assert words in result.stdout
 
 

@@ -22,6 +22,26 @@ MIN_SHARD_ROWS = 8  # below this a thread's share of a batch costs more to hand 
 SPLIT_LAYERS = ("omp",)
 
 
+def threading_layer() -> str:
+    """The threading layer Numba runs parallel kernels on.  Numba picks it at
+    the first parallel launch, so if none has happened, an empty evaluation
+    (a cached kernel) makes one."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        one = np.ones(2, np.int64)
+        K.evaluate(np.zeros((0, 1), np.uint8), np.zeros(0, np.int64), np.zeros(2, np.float32), one,
+                   *shard_buffers(one, 1, 1), np.zeros((1, 1), np.int64))
+        return numba.threading_layer()
+
+
+def training_shards(rows: int) -> int:
+    """Threads a training step on `rows` rows is split across (see SPLIT_LAYERS)."""
+    return n_shards(rows) if threading_layer() in SPLIT_LAYERS else 1
+
+
 def n_shards(rows: int) -> int:
     """Threads for `rows` rows at a time: one per Numba thread, unless there are too few rows to split."""
     import numba
@@ -94,15 +114,7 @@ class CpuBackend:
     def set_training_data(self, images, y):
         self.images = pixels(images, self.sizes[0])
         self.y = np.ascontiguousarray(y, dtype=np.int64)
-        self.shards = n_shards(len(self.train_bufs[2])) if self.threading_layer() in SPLIT_LAYERS else 1
-
-    def threading_layer(self) -> str:
-        """The threading layer Numba runs parallel kernels on; an empty evaluation
-        starts it (Numba picks it at the first parallel launch)."""
-        import numba
-
-        self.evaluate(self.images[:0], self.y[:0])
-        return numba.threading_layer()
+        self.shards = training_shards(len(self.train_bufs[2]))
 
     def train_chunk(self, order, start, n_batches):
         loss, correct, seen, bad = K.train_chunk(
