@@ -137,7 +137,7 @@ def _kernel_gradient(theta, sizes, X, y):
     grad = np.zeros_like(theta)
     acts, deltas, _ = _buffers(sizes, n, theta.dtype)
     K.act_view(acts, sizes_a, n, 0)[:] = X
-    K.forward(theta, sizes_a, acts, n, n)
+    K.forward(theta, sizes_a, acts, n, 0, n)
     L = len(sizes) - 1
     loss, _ = K.softmax_xent(K.act_view(acts, sizes_a, n, L), y, K.act_view(deltas, sizes_a, n, L),
                              theta.dtype.type(1 / n))
@@ -248,15 +248,25 @@ def test_train_chunk_equals_naive_loop(outside, shards):
     np.testing.assert_allclose(v, ref_v, rtol=1e-3, atol=1e-9)
 
 
-def test_train_chunk_reports_the_batch_that_diverged():
+@pytest.mark.parametrize("shards", [1, 2])
+def test_train_chunk_reports_the_batch_that_diverged(shards):
+    """On two threads the loss is a sum of the threads' sums; the check must still see its NaN
+    (np.isfinite's x - x == 0 was cancelled by reassociation there, and training went on)."""
     sizes, batch = (20, 12, 4), 4
     rng = np.random.default_rng(4)
     images, _ = sparse_images(rng, 40, sizes[0])
     y = rng.integers(0, sizes[-1], 40)
     theta = _network(sizes, 4, np.float32)
-    _, _, seen, bad = _train(images, y, np.arange(40), 10, batch, sizes, theta, np.zeros_like(theta), 1e30)
+    _, _, seen, bad = _train(images, y, np.arange(40), 10, batch, sizes, theta, np.zeros_like(theta), 1e30,
+                             shards=shards)
     assert 0 < bad < 10
     assert seen == bad * batch
+
+
+@pytest.mark.parametrize("x,expected", [(0.0, True), (-3.5e307, True), (1e-320, True), (np.inf, False),
+                                        (-np.inf, False), (np.nan, False)])
+def test_finite(x, expected):
+    assert K.finite(x) is expected
 
 
 @pytest.mark.parametrize("n,rows,shards", [(1, 4, 1), (37, 8, 2), (100, 512, 2), (50, 7, 3)])

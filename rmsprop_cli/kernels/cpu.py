@@ -170,24 +170,25 @@ def weight_grads(x, delta, gw, k0, k1):
 
 
 @njit(**JIT)
-def dense_backward(x, w, delta, gw, gb, dx, want_dx, shards=1):
+def dense_backward(x, w, delta, gw, gb, dx, want_dx):
     """Gradients of one dense layer given delta = dLoss/d(pre-activation):
-    gw = x.T @ delta, gb = column sums of delta, and dx if want_dx; on
-    `shards` threads when it is more than 1 (see train_chunk)."""
-    if shards > 1:
-        weight_grads_threads(x, delta, gw, shards)
-    else:
-        weight_grads(x, delta, gw, 0, x.shape[1])
+    gw = x.T @ delta, gb = column sums of delta, and dx if want_dx."""
+    weight_grads(x, delta, gw, 0, x.shape[1])
     bias_grad(delta, gb)
-    if want_dx and shards > 1:
-        input_grad_threads(x, w, delta, dx, shards)
-    elif want_dx:
+    if want_dx:
         input_grad(x, w, delta, dx)
 
 
 @njit(**JIT)
 def update_rows(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, k0, k1):
-    """Rows k0:k1 of W: each one's gradient, then the optimizer's step on it."""
+    """Rows k0:k1 of W: each one's gradient, then the optimizer's step on it.
+
+    Each gradient row is used while it is in L1 and never written out, so a
+    step streams W and its state once instead of also writing and re-reading
+    a gradient as large as W.  v/m/b (vw, mw, bw) are the layer's views of the
+    optimizer's state (see optimizer_update); plain says the recipe is plain
+    RMSProp, which has a faster loop.
+    """
     rows = np.empty(x.shape[0], np.int64)
     g = np.empty(w.shape[1], np.float32)
     rho, eps, eps_outside = np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0
@@ -205,25 +206,9 @@ def update_rows(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, k0, k1):
 
 
 @njit(**JIT)
-def dense_backward_update(x, w, b, delta, vw, vb, mw, mb, bw, bb, dx, want_dx, hp, plain, lr, bc1, bc2, shards=1):
-    """dense_backward fused with the optimizer step, one row of W at a time.
-
-    Each gradient row is used while it is in L1 and never written out, so a
-    step streams W and its state once instead of also writing and re-reading
-    a gradient as large as W.  dx comes first, from W before its update.
-    v/m/b are the layer's views of the optimizer's state (see optimizer_update);
-    plain says the recipe is plain RMSProp, which has a faster loop.  With
-    shards > 1, dx is split by batch rows and W by rows across threads.
-    """
-    if want_dx and shards > 1:
-        input_grad_threads(x, w, delta, dx, shards)
-    elif want_dx:
-        input_grad(x, w, delta, dx)
-    if shards > 1:
-        update_rows_threads(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, shards)
-    else:
-        update_rows(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, 0, x.shape[1])
-    g = np.empty(w.shape[1], np.float32)
+def bias_update(b, delta, vb, mb, bb, hp, plain, lr, bc1, bc2):
+    """The bias's gradient (delta summed over the batch), then the optimizer's step on it."""
+    g = np.empty(b.size, np.float32)
     bias_grad(delta, g)
     if plain:
         rmsprop_update(b, g, vb, lr, np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0)
@@ -231,48 +216,14 @@ def dense_backward_update(x, w, b, delta, vw, vb, mw, mb, bw, bb, dx, want_dx, h
         optimizer_update(b, g, vb, mb, bb, hp, lr, bc1, bc2)
 
 
-# Training on several threads.  Each driver below splits one kernel's work
-# into `shards` contiguous parts, one per thread, so that no two threads ever
-# write the same row: the forward pass and dx by rows of the batch, the weight
-# gradients and updates by rows of W (whole rows, so whole cache lines, since
-# the buffers start on cache lines).  Every row is computed exactly as on one
-# thread, so the results are bit for bit the same.  The prange bodies only
-# call plain kernels: array expressions written directly in a prange body
-# become nested parallel loops, which gave wrong results.
-
 @njit(**JIT)
-def share(n, shards, s):
-    """Bounds (lo, hi) of part s when n items are split into `shards` contiguous parts."""
-    per = -(-n // shards)
-    return min(s * per, n), min((s + 1) * per, n)
-
-
-@njit(**JIT_PARALLEL)
-def dense_forward_threads(x, w, b, out, relu, shards):
-    for s in prange(shards):
-        lo, hi = share(x.shape[0], shards, s)
-        dense_forward(x[lo:hi], w, b, out[lo:hi], relu)
-
-
-@njit(**JIT_PARALLEL)
-def input_grad_threads(x, w, delta, dx, shards):
-    for s in prange(shards):
-        lo, hi = share(x.shape[0], shards, s)
-        input_grad(x[lo:hi], w, delta[lo:hi], dx[lo:hi])
-
-
-@njit(**JIT_PARALLEL)
-def weight_grads_threads(x, delta, gw, shards):
-    for s in prange(shards):
-        k0, k1 = share(x.shape[1], shards, s)
-        weight_grads(x, delta, gw, k0, k1)
-
-
-@njit(**JIT_PARALLEL)
-def update_rows_threads(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, shards):
-    for s in prange(shards):
-        k0, k1 = share(x.shape[1], shards, s)
-        update_rows(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, k0, k1)
+def dense_backward_update(x, w, b, delta, vw, vb, mw, mb, bw, bb, dx, want_dx, hp, plain, lr, bc1, bc2):
+    """dense_backward fused with the optimizer step, one row of W at a time
+    (update_rows); dx comes first, from W before its update."""
+    if want_dx:
+        input_grad(x, w, delta, dx)
+    update_rows(x, w, delta, vw, mw, bw, hp, plain, lr, bc1, bc2, 0, x.shape[1])
+    bias_update(b, delta, vb, mb, bb, hp, plain, lr, bc1, bc2)
 
 
 @njit(**JIT)
@@ -483,17 +434,98 @@ def act_view(buf, sizes, rows, l):
 
 
 @njit(**JIT)
-def forward(theta, sizes, acts, rows, m, shards=1):
-    """Run the first m rows of layer 0's block through every layer, on `shards`
-    threads when it is more than 1; logits in the last block."""
+def forward(theta, sizes, acts, rows, r0, r1):
+    """Run rows r0:r1 of layer 0's block through every layer; logits in the last block."""
     n_layers = sizes.size - 1
     for l in range(n_layers):
         w, b = param_layer(theta, sizes, l)
-        x, out, relu = act_view(acts, sizes, rows, l)[:m], act_view(acts, sizes, rows, l + 1)[:m], l < n_layers - 1
-        if shards > 1:
-            dense_forward_threads(x, w, b, out, relu, shards)
+        dense_forward(act_view(acts, sizes, rows, l)[r0:r1], w, b, act_view(acts, sizes, rows, l + 1)[r0:r1],
+                      l < n_layers - 1)
+
+
+@njit(**JIT)
+def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, r0, r1, scale):
+    """Rows r0:r1 of the batch that starts at order[lo], on their own: gather
+    them, run them forward through every layer, take their softmax loss and
+    its gradient, and propagate that back to every layer's delta, from the
+    weights before this step's update.  Returns (loss sum, correct count)."""
+    n_layers = sizes.size - 1
+    rows = labels.size
+    x0 = act_view(acts, sizes, rows, 0)
+    for r in range(r0, r1):
+        src = order[lo + r]
+        load_row(images, src, x0[r])
+        labels[r] = y[src]
+    forward(theta, sizes, acts, rows, r0, r1)
+    loss, correct = softmax_xent(act_view(acts, sizes, rows, n_layers)[r0:r1], labels[r0:r1],
+                                 act_view(deltas, sizes, rows, n_layers)[r0:r1], scale)
+    for l in range(n_layers - 1, 0, -1):
+        w, _ = param_layer(theta, sizes, l)
+        input_grad(act_view(acts, sizes, rows, l)[r0:r1], w, act_view(deltas, sizes, rows, l + 1)[r0:r1],
+                   act_view(deltas, sizes, rows, l)[r0:r1])
+    return loss, correct
+
+
+@njit(**JIT)
+def weight_rows(theta, sizes, acts, deltas, rows, m, state, grad, hp, plain, lr, bc1, bc2, s, shards):
+    """Part s of `shards` of every layer's weight rows (biases aside): their
+    gradients from the m rows of the batch, then, unless the gradient norm is
+    clipped (which needs the whole gradient first: into grad instead), the
+    optimizer's step on them."""
+    clip_norm = hp[CLIP_NORM] > 0
+    for l in range(sizes.size - 1):
+        x, delta = act_view(acts, sizes, rows, l)[:m], act_view(deltas, sizes, rows, l + 1)[:m]
+        w, _ = param_layer(theta, sizes, l)
+        k0, k1 = share(w.shape[0], shards, s)
+        if clip_norm:
+            weight_grads(x, delta, param_layer(grad, sizes, l)[0], k0, k1)
         else:
-            dense_forward(x, w, b, out, relu)
+            update_rows(x, w, delta, param_layer(state[0], sizes, l)[0], param_layer(state[1], sizes, l)[0],
+                        param_layer(state[2], sizes, l)[0], hp, plain, lr, bc1, bc2, k0, k1)
+
+
+# A training step on several threads is two parallel regions: one over the
+# rows of the batch (batch_rows: the forward pass, the loss and back-
+# propagation are row by row), one over the rows of the weights (weight_rows).
+# No two threads ever write the same row, whole rows are whole cache lines
+# (the buffers start on one), and every row is computed exactly as on one
+# thread, so the weights come out bit for bit the same.  The prange bodies only
+# call plain kernels (array expressions written directly in a prange body
+# become nested parallel loops, which gave wrong results), and the scratch
+# arrays come from the caller (np.zeros in a parallel function is a parallel
+# region of its own).
+
+@njit(**JIT)
+def finite(x):
+    """Whether x is neither NaN nor infinite, in a form the fast-math flags cannot remove.
+
+    Numba lowers np.isfinite(x) as x - x == 0, and when x is a sum (the loss
+    added up across threads) the reassociation that JIT allows cancels x - x
+    to 0: a diverged run went on training.  A NaN fails every comparison, and
+    no reassociation turns this one into a constant.
+    """
+    return abs(x) < np.inf
+
+
+@njit(**JIT)
+def share(n, shards, s):
+    """Bounds (lo, hi) of part s when n items are split into `shards` contiguous parts."""
+    per = -(-n // shards)
+    return min(s * per, n), min((s + 1) * per, n)
+
+
+@njit(**JIT_PARALLEL)
+def batch_rows_threads(images, y, order, lo, m, theta, sizes, acts, deltas, labels, scale, losses, corrects):
+    shards = losses.size
+    for s in prange(shards):
+        r0, r1 = share(m, shards, s)
+        losses[s], corrects[s] = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, r0, r1, scale)
+
+
+@njit(**JIT_PARALLEL)
+def weight_rows_threads(theta, sizes, acts, deltas, rows, m, state, grad, hp, plain, lr, bc1, bc2, shards):
+    for s in prange(shards):
+        weight_rows(theta, sizes, acts, deltas, rows, m, state, grad, hp, plain, lr, bc1, bc2, s, shards)
 
 
 @njit(**JIT)
@@ -509,63 +541,60 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
     batch_size rows of every layer (deltas block l+1 holds dLoss/d(pre-
     activation) of layer l).
 
-    shards is the number of threads each step is split across (see the
-    *_threads drivers), and 1 runs everything on this thread.  Two threads
+    shards is the number of threads each step is split across (two parallel
+    regions, see above); 1 runs everything on this thread.  Two threads
     measured faster than one at batch sizes 32, 128 and 1024 on the 2-core
-    machine this was tuned on (README, "How it is fast"), with bit-identical
-    weights.  This function stays serial itself: it runs the parts of a step
-    that are too small to split (softmax, the bias updates) between the
-    drivers' parallel regions.
+    machine this was tuned on (README, "How it is fast").
 
     Returns (loss sum, correct count, samples seen, index of the batch whose
     loss was not finite, or -1).
     """
     n_layers = sizes.size - 1
-    n_total = order.size
     rows = labels.size
     clip_norm = hp[CLIP_NORM]
     v, m, b = state[0], state[1], state[2]
+    losses, corrects = np.zeros(shards), np.zeros(shards, np.int64)
     loss_sum = 0.0
     correct = 0
     seen = 0
     for bi in range(n_batches):
         lo = start + bi * batch_size
-        m_rows = min(lo + batch_size, n_total) - lo
+        m_rows = min(lo + batch_size, order.size) - lo
         if m_rows <= 0:
             break
         t = step0 + bi + 1
         lr = np.float32(learning_rate_at(hp, t))
         bc1, bc2 = bias_corrections(hp, t)
-        x0 = act_view(acts, sizes, rows, 0)
-        for r in range(m_rows):
-            src = order[lo + r]
-            load_row(images, src, x0[r])
-            labels[r] = y[src]
-        forward(theta, sizes, acts, rows, m_rows, shards)
-        loss, corr = softmax_xent(act_view(acts, sizes, rows, n_layers)[:m_rows], labels[:m_rows],
-                                  act_view(deltas, sizes, rows, n_layers)[:m_rows], ONE / np.float32(m_rows))
-        if not np.isfinite(loss):
+        scale = ONE / np.float32(m_rows)
+        if shards > 1:
+            batch_rows_threads(images, y, order, lo, m_rows, theta, sizes, acts, deltas, labels, scale, losses,
+                               corrects)
+            loss, corr = 0.0, 0
+            for s in range(shards):
+                loss += losses[s]
+                corr += corrects[s]
+        else:
+            loss, corr = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, 0, m_rows, scale)
+        if not finite(loss):
             return loss_sum, correct, seen, bi
         loss_sum += loss
         correct += corr
         seen += m_rows
+        if shards > 1:
+            weight_rows_threads(theta, sizes, acts, deltas, rows, m_rows, state, grad, hp, plain, lr, bc1, bc2,
+                                shards)
+        else:
+            weight_rows(theta, sizes, acts, deltas, rows, m_rows, state, grad, hp, plain, lr, bc1, bc2, 0, 1)
+        for l in range(n_layers):
+            delta = act_view(deltas, sizes, rows, l + 1)[:m_rows]
+            if clip_norm > 0:
+                bias_grad(delta, param_layer(grad, sizes, l)[1])
+            else:
+                bias_update(param_layer(theta, sizes, l)[1], delta, param_layer(v, sizes, l)[1],
+                            param_layer(m, sizes, l)[1], param_layer(b, sizes, l)[1], hp, plain, lr, bc1, bc2)
         if clip_norm > 0:
-            for l in range(n_layers - 1, -1, -1):
-                w, _ = param_layer(theta, sizes, l)
-                gw, gb = param_layer(grad, sizes, l)
-                dense_backward(act_view(acts, sizes, rows, l)[:m_rows], w, act_view(deltas, sizes, rows, l + 1)[:m_rows],
-                               gw, gb, act_view(deltas, sizes, rows, l)[:m_rows], l > 0, shards)
             clip_global_norm(grad, np.float32(clip_norm))
             optimizer_update(theta, grad, v, m, b, hp, lr, bc1, bc2)
-            continue
-        for l in range(n_layers - 1, -1, -1):
-            w, bias = param_layer(theta, sizes, l)
-            vw, vb = param_layer(v, sizes, l)
-            mw, mb = param_layer(m, sizes, l)
-            bw, bb = param_layer(b, sizes, l)
-            dense_backward_update(act_view(acts, sizes, rows, l)[:m_rows], w, bias,
-                                  act_view(deltas, sizes, rows, l + 1)[:m_rows], vw, vb, mw, mb, bw, bb,
-                                  act_view(deltas, sizes, rows, l)[:m_rows], l > 0, hp, plain, lr, bc1, bc2, shards)
     return loss_sum, correct, seen, -1
 
 
@@ -592,7 +621,7 @@ def predict_proba(images, theta, sizes, acts, probs):
         x0 = act_view(acts, sizes, rows, 0)
         for r in range(m):
             load_row(images, start + r, x0[r])
-        forward(theta, sizes, acts, rows, m)
+        forward(theta, sizes, acts, rows, 0, m)
         z = act_view(acts, sizes, rows, n_layers)
         for i in range(m):
             top = z[i].max()
@@ -619,7 +648,7 @@ def evaluate_rows(images, y, lo, hi, theta, sizes, acts, deltas, labels, confusi
         for r in range(m):
             load_row(images, start + r, x0[r])
             labels[r] = y[start + r]
-        forward(theta, sizes, acts, rows, m)
+        forward(theta, sizes, acts, rows, 0, m)
         z = act_view(acts, sizes, rows, n_layers)[:m]
         loss, corr = softmax_xent(z, labels[:m], act_view(deltas, sizes, rows, n_layers)[:m], ONE)
         loss_sum += loss
