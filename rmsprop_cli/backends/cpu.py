@@ -13,12 +13,13 @@ MIN_SHARD_ROWS = 8  # below this a thread's share of a batch costs more to hand 
 
 
 # Numba threading layers under which a training step is split across threads.
-# A step opens about eight parallel regions of tens of microseconds each, so
-# the threads must wait for the next one spinning: OpenMP's do (two threads
-# trained up to 1.4 times faster than one here), while Numba's fallback
-# 'workqueue' layer, used where neither an OpenMP nor a TBB runtime is found,
-# made two threads train 5 times slower than one.  TBB could not be loaded
-# here to be measured, so under it training stays on one thread too.
+# A step at batch 32 takes about a quarter of a millisecond, in two parallel
+# regions, so the threads must wait for the next region spinning: OpenMP's
+# do (two threads trained up to 1.4 times faster than one here), while
+# Numba's fallback 'workqueue' layer, used where neither an OpenMP nor a TBB
+# runtime is found, made two threads train twice as slowly as one.  TBB
+# could not be loaded here to be measured, so under it training stays on one
+# thread too.
 SPLIT_LAYERS = ("omp",)
 
 

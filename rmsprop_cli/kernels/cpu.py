@@ -484,17 +484,6 @@ def weight_rows(theta, sizes, acts, deltas, rows, m, state, grad, hp, plain, lr,
                         param_layer(state[2], sizes, l)[0], hp, plain, lr, bc1, bc2, k0, k1)
 
 
-# A training step on several threads is two parallel regions: one over the
-# rows of the batch (batch_rows: the forward pass, the loss and back-
-# propagation are row by row), one over the rows of the weights (weight_rows).
-# No two threads ever write the same row, whole rows are whole cache lines
-# (the buffers start on one), and every row is computed exactly as on one
-# thread, so the weights come out bit for bit the same.  The prange bodies only
-# call plain kernels (array expressions written directly in a prange body
-# become nested parallel loops, which gave wrong results), and the scratch
-# arrays come from the caller (np.zeros in a parallel function is a parallel
-# region of its own).
-
 @njit(**JIT)
 def finite(x):
     """Whether x is neither NaN nor infinite, in a form the fast-math flags cannot remove.
@@ -506,6 +495,17 @@ def finite(x):
     """
     return abs(x) < np.inf
 
+
+# A training step on several threads is two parallel regions: one over the
+# rows of the batch (batch_rows: the forward pass, the loss and back-
+# propagation are row by row), one over the rows of the weights (weight_rows).
+# No two threads ever write the same row, whole rows are whole cache lines
+# (the buffers start on one), and every row is computed exactly as on one
+# thread, so the weights come out bit for bit the same.  The prange bodies only
+# call plain kernels (array expressions written directly in a prange body
+# become nested parallel loops, which gave wrong results), and the scratch
+# arrays come from the caller (np.zeros in a parallel function is a parallel
+# region of its own).
 
 @njit(**JIT)
 def share(n, shards, s):
