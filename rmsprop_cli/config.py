@@ -10,8 +10,14 @@ import numpy as np
 from .errors import ConfigError
 
 # "fast" maths without nnan/ninf: those two would let LLVM delete the NaN and
-# Inf checks that stop a diverging run. Kernels never hard-code fastmath.
-FASTMATH = frozenset({"nsz", "arcp", "contract", "afn", "reassoc"})
+# Inf checks that stop a diverging run (which also must not be np.isfinite:
+# see kernels.cpu.finite).  Without arcp too: it lets LLVM replace a division
+# by a multiplication with the reciprocal wherever it likes, and it did so
+# differently in kernels compiled fresh than in the same kernels loaded from
+# Numba's cache, so a run that compiled its kernels and a run resumed from its
+# checkpoint disagreed in the last bit for any batch size that is not a power
+# of two (tests/test_reproducible.py).  Kernels never hard-code fastmath.
+FASTMATH = frozenset({"nsz", "contract", "afn", "reassoc"})
 JIT = {"cache": True, "fastmath": set(FASTMATH), "error_model": "numpy", "nogil": True}
 # Only the drivers that split one kernel's work across threads are parallel
 # (a prange over shards: evaluate, and the *_threads drivers of a training

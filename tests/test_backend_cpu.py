@@ -72,6 +72,8 @@ def test_training_never_reads_the_padding():
 @pytest.mark.parametrize("options", [
     {}, {"optimizer": "adam"}, {"clip_norm": 0.5, "weight_decay": 0.01},
     {"centered": True, "momentum": 0.9, "nesterov": True}, {"eps_placement": "outside"},
+    {"optimizer": "sgd", "lr": 0.01}, {"optimizer": "momentum", "lr": 0.01, "schedule": "step", "decay_steps": 2},
+    {"optimizer": "adagrad", "clip_value": 0.01, "decoupled_decay": True, "weight_decay": 0.01},
 ], ids=str)
 def test_threads_train_bit_for_bit_like_one_thread(options):
     """Splitting each step across threads (forward and dx by batch rows, W by rows) changes

@@ -408,8 +408,9 @@ def bias_corrections(hp, t):
 
 
 # Parameters, gradients and optimizer buffers are flat vectors, layer by layer
-# (W (n_in, n_out) row-major, then b); activations and deltas of one thread are
-# flat buffers holding `rows` rows of every layer's width.  Views are carved out
+# (W (n_in, n_out) row-major, then b); activations and deltas are flat buffers
+# holding `rows` rows of every layer's width (one set per evaluation thread;
+# a training step's threads share one set, each writing only its own rows).  Views are carved out
 # inside compiled code because Numba's parallel regions cannot take tuples of
 # arrays, and flat buffers let one kernel serve any depth of network.
 
@@ -499,9 +500,11 @@ def finite(x):
 # A training step on several threads is two parallel regions: one over the
 # rows of the batch (batch_rows: the forward pass, the loss and back-
 # propagation are row by row), one over the rows of the weights (weight_rows).
-# No two threads ever write the same row, whole rows are whole cache lines
-# (the buffers start on one), and every row is computed exactly as on one
-# thread, so the weights come out bit for bit the same.  The prange bodies only
+# No two threads ever write the same row, and every row is computed exactly
+# as on one thread, so the weights come out bit for bit the same.  The
+# default network's wide rows (128 and 64 floats) are whole cache lines, as
+# the buffers start on one; narrower rows may share a line at the boundary
+# between two threads' parts, which costs a little time, never correctness.  The prange bodies only
 # call plain kernels (array expressions written directly in a prange body
 # become nested parallel loops, which gave wrong results), and the scratch
 # arrays come from the caller (np.zeros in a parallel function is a parallel
