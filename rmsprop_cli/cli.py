@@ -308,7 +308,7 @@ def compare(
     """Train the same network from the same initial weights and batch order with several optimizers, and compare.
 
     Prints final and best validation accuracy, test accuracy, epochs to reach 97% validation accuracy and
-    seconds per optimizer, and draws their loss and accuracy curves (needs matplotlib: pip install 'rmsprop-cli[plot]').
+    seconds per optimizer, and draws their loss and accuracy curves (needs matplotlib: pip install 'rmsprop-cli\\[plot]').
     """
     with _user_errors():
         from . import experiments
