@@ -410,8 +410,8 @@ def bias_corrections(hp, t):
 # Parameters, gradients and optimizer buffers are flat vectors, layer by layer
 # (W (n_in, n_out) row-major, then b); activations and deltas are flat buffers
 # holding `rows` rows of every layer's width (one set per evaluation thread;
-# a training step's threads share one set, each writing only its own rows).  Views are carved out
-# inside compiled code because Numba's parallel regions cannot take tuples of
+# a training step's threads share one set, each writing only its own rows).
+# Views are carved out inside compiled code because Numba's parallel regions cannot take tuples of
 # arrays, and flat buffers let one kernel serve any depth of network.
 
 @njit(**JIT)
@@ -504,11 +504,11 @@ def finite(x):
 # as on one thread, so the weights come out bit for bit the same.  The
 # default network's wide rows (128 and 64 floats) are whole cache lines, as
 # the buffers start on one; narrower rows may share a line at the boundary
-# between two threads' parts, which costs a little time, never correctness.  The prange bodies only
-# call plain kernels (array expressions written directly in a prange body
-# become nested parallel loops, which gave wrong results), and the scratch
-# arrays come from the caller (np.zeros in a parallel function is a parallel
-# region of its own).
+# between two threads' parts, which costs a little time, never correctness.
+# The prange bodies only call plain kernels (array expressions written
+# directly in a prange body become nested parallel loops, which gave wrong
+# results), and the scratch arrays come from the caller (np.zeros in a
+# parallel function is a parallel region of its own).
 
 @njit(**JIT)
 def share(n, shards, s):
@@ -673,14 +673,13 @@ def evaluate(images, y, theta, sizes, acts, deltas, labels, confusion):
     wrong results.)
     """
     n_shards = labels.shape[0]
-    n = images.shape[0]
-    per = -(-n // n_shards)
     losses = np.zeros(n_shards)
     corrects = np.zeros(n_shards, np.int64)
     confusions = np.zeros((n_shards, confusion.shape[0], confusion.shape[1]), np.int64)
     for s in prange(n_shards):
-        losses[s], corrects[s] = evaluate_rows(images, y, min(s * per, n), min((s + 1) * per, n), theta, sizes,
-                                               acts[s], deltas[s], labels[s], confusions[s])
+        lo, hi = share(images.shape[0], n_shards, s)
+        losses[s], corrects[s] = evaluate_rows(images, y, lo, hi, theta, sizes, acts[s], deltas[s], labels[s],
+                                               confusions[s])
     for s in range(n_shards):
         confusion += confusions[s]
     return losses.sum(), corrects.sum()
