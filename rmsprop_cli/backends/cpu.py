@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import time
+from contextlib import contextmanager
+
 import numpy as np
 
+from .. import threads
 from ..kernels import cpu as K
 from ..optim import CLIP_NORM
 
@@ -39,8 +43,27 @@ def threading_layer() -> str:
 
 
 def training_shards(rows: int) -> int:
-    """Threads a training step on `rows` rows is split across (see SPLIT_LAYERS)."""
+    """The most threads a training step on `rows` rows is split across (see
+    SPLIT_LAYERS); threads.ThreadPolicy chooses how many of them each chunk uses."""
     return n_shards(rows) if threading_layer() in SPLIT_LAYERS else 1
+
+
+@contextmanager
+def numba_threads(n: int):
+    """Numba's parallel regions on n threads for a while.  Where n is below the
+    pool's size, the pool's other threads would otherwise join every region
+    with nothing to do, and wait in it like the rest."""
+    import numba
+
+    before = numba.get_num_threads()
+    if not 1 < n < before:  # one shard runs no parallel region; more shards than threads share them
+        yield
+        return
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
 
 
 def n_shards(rows: int) -> int:
@@ -104,7 +127,7 @@ class CpuBackend:
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, rows, 1))
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
         self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
-        self.shards = 1  # threads a training step is split across; decided once there is data
+        self.policy = threads.ThreadPolicy((1,))  # how many threads each chunk uses; decided once there is data
         if images is not None:
             self.set_training_data(images, y)
 
@@ -116,14 +139,40 @@ class CpuBackend:
     def set_training_data(self, images, y):
         self.images = pixels(images, self.sizes[0])
         self.y = np.ascontiguousarray(y, dtype=np.int64)
-        self.shards = training_shards(len(self.train_bufs[2]))
+        self.policy = threads.policy(training_shards(len(self.train_bufs[2])))
+
+    @property
+    def shards(self) -> int:
+        """The threads the next chunk's steps are split across."""
+        return self.policy.threads
+
+    @shards.setter
+    def shards(self, n: int) -> None:
+        self.policy = threads.ThreadPolicy((n,))
 
     def train_chunk(self, order, start, n_batches):
-        loss, correct, seen, bad = K.train_chunk(
-            self.images, self.y, order, start, n_batches, self.batch_size, self.sizes, self.theta, self.state,
-            self.grad, self.step, self.hp, self.plain, *self.train_bufs, self.shards)
-        self.step += bad if bad >= 0 else -(-seen // self.batch_size)
-        return float(loss), int(correct), int(seen), int(bad)
+        """Train on n_batches batches, in parts as the thread policy plans them
+        (a probe of another thread count first, now and then), each part timed
+        for the policy.  Every number is the same as in one call on one thread."""
+        loss, correct, seen, done = 0.0, 0, 0, 0
+        while True:
+            n_threads, count = self.policy.part(n_batches - done)
+            t0 = time.perf_counter()
+            with numba_threads(n_threads):
+                loss, corr, n, bad = K.train_chunk(
+                    self.images, self.y, order, start + done * self.batch_size, count, self.batch_size, self.sizes,
+                    self.theta, self.state, self.grad, self.step, self.hp, self.plain, *self.train_bufs, n_threads,
+                    loss)
+            correct, seen = correct + corr, seen + n
+            if bad >= 0:
+                self.step += bad
+                return float(loss), int(correct), int(seen), done + int(bad)
+            self.policy.record(n_threads, -(-n // self.batch_size), time.perf_counter() - t0)
+            self.step += -(-n // self.batch_size)
+            done += count
+            if done >= n_batches or n < count * self.batch_size:
+                break  # all done, or the order ran out (the last batch was ragged or absent)
+        return float(loss), int(correct), int(seen), -1
 
     def evaluate(self, images, y):
         n_classes = int(self.sizes[-1])

@@ -445,11 +445,13 @@ def forward(theta, sizes, acts, rows, r0, r1):
 
 
 @njit(**JIT)
-def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, r0, r1, scale):
+def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_loss, r0, r1, scale):
     """Rows r0:r1 of the batch that starts at order[lo], on their own: gather
-    them, run them forward through every layer, take their softmax loss and
-    its gradient, and propagate that back to every layer's delta, from the
-    weights before this step's update.  Returns (loss sum, correct count)."""
+    them, run them forward through every layer, take their softmax loss
+    (row_loss[r]) and its gradient, and propagate that back to every layer's
+    delta, from the weights before this step's update.  Returns the correct
+    count.  The losses are kept per row so that the caller sums them in row
+    order: the batch's loss is then the same to the bit on any number of threads."""
     n_layers = sizes.size - 1
     rows = labels.size
     x0 = act_view(acts, sizes, rows, 0)
@@ -458,13 +460,16 @@ def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, r0, r1,
         load_row(images, src, x0[r])
         labels[r] = y[src]
     forward(theta, sizes, acts, rows, r0, r1)
-    loss, correct = softmax_xent(act_view(acts, sizes, rows, n_layers)[r0:r1], labels[r0:r1],
-                                 act_view(deltas, sizes, rows, n_layers)[r0:r1], scale)
+    z, delta = act_view(acts, sizes, rows, n_layers), act_view(deltas, sizes, rows, n_layers)
+    correct = 0
+    for r in range(r0, r1):
+        row_loss[r], c = softmax_xent(z[r:r + 1], labels[r:r + 1], delta[r:r + 1], scale)
+        correct += c
     for l in range(n_layers - 1, 0, -1):
         w, _ = param_layer(theta, sizes, l)
         input_grad(act_view(acts, sizes, rows, l)[r0:r1], w, act_view(deltas, sizes, rows, l + 1)[r0:r1],
                    act_view(deltas, sizes, rows, l)[r0:r1])
-    return loss, correct
+    return correct
 
 
 @njit(**JIT)
@@ -518,11 +523,11 @@ def share(n, shards, s):
 
 
 @njit(**JIT_PARALLEL)
-def batch_rows_threads(images, y, order, lo, m, theta, sizes, acts, deltas, labels, scale, losses, corrects):
-    shards = losses.size
+def batch_rows_threads(images, y, order, lo, m, theta, sizes, acts, deltas, labels, row_loss, scale, corrects):
+    shards = corrects.size
     for s in prange(shards):
         r0, r1 = share(m, shards, s)
-        losses[s], corrects[s] = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, r0, r1, scale)
+        corrects[s] = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_loss, r0, r1, scale)
 
 
 @njit(**JIT_PARALLEL)
@@ -533,7 +538,7 @@ def weight_rows_threads(theta, sizes, acts, deltas, rows, m, state, grad, hp, pl
 
 @njit(**JIT)
 def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, state, grad, step0, hp, plain,
-                acts, deltas, labels, shards):
+                acts, deltas, labels, shards, loss0=0.0):
     """Train on n_batches mini-batches taken from order[start:], in one call.
 
     state is (3, n_params): the optimizer's v, m and b (rows it does not use
@@ -545,19 +550,20 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
     activation) of layer l).
 
     shards is the number of threads each step is split across (two parallel
-    regions, see above); 1 runs everything on this thread.  Two threads
-    measured faster than one at batch sizes 32, 128 and 1024 on the 2-core
-    machine this was tuned on (README, "How it is fast").
+    regions, see above); 1 runs everything on this thread.  It changes no
+    number, so the host may choose it chunk by chunk (threads.py).
 
-    Returns (loss sum, correct count, samples seen, index of the batch whose
-    loss was not finite, or -1).
+    Returns (loss0 + the batches' loss sum, correct count, samples seen, index
+    of the batch whose loss was not finite, or -1).  Passing the previous
+    part's sum as loss0 makes a chunk run in several parts sum its losses in
+    the same order, to the bit, as one call.
     """
     n_layers = sizes.size - 1
     rows = labels.size
     clip_norm = hp[CLIP_NORM]
     v, m, b = state[0], state[1], state[2]
-    losses, corrects = np.zeros(shards), np.zeros(shards, np.int64)
-    loss_sum = 0.0
+    row_loss, corrects = np.zeros(rows), np.zeros(shards, np.int64)
+    loss_sum = loss0
     correct = 0
     seen = 0
     for bi in range(n_batches):
@@ -570,14 +576,16 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
         bc1, bc2 = bias_corrections(hp, t)
         scale = ONE / np.float32(m_rows)
         if shards > 1:
-            batch_rows_threads(images, y, order, lo, m_rows, theta, sizes, acts, deltas, labels, scale, losses,
+            batch_rows_threads(images, y, order, lo, m_rows, theta, sizes, acts, deltas, labels, row_loss, scale,
                                corrects)
-            loss, corr = 0.0, 0
+            corr = 0
             for s in range(shards):
-                loss += losses[s]
                 corr += corrects[s]
         else:
-            loss, corr = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, 0, m_rows, scale)
+            corr = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_loss, 0, m_rows, scale)
+        loss = 0.0
+        for r in range(m_rows):
+            loss += row_loss[r]
         if not finite(loss):
             return loss_sum, correct, seen, bi
         loss_sum += loss

@@ -1,0 +1,180 @@
+"""The thread policy of a training step: given timings in, thread counts out; and
+training whose thread count changes from part to part is bit for bit the same."""
+
+import numpy as np
+import pytest
+
+from rmsprop_cli import threads
+from rmsprop_cli.errors import ConfigError
+from rmsprop_cli.threads import MAX_INTERVAL, ThreadPolicy, choices
+
+CHUNK = 38  # batches per chunk of the default recipe (1,500 batches, 40 progress refreshes an epoch)
+QUIET = {2: 0.13e-3, 1: 0.19e-3}   # seconds per batch measured on this 2-core machine
+LOADED = {2: 0.90e-3, 1: 0.20e-3}  # with one busy process beside it
+
+
+def simulate(policy, rate, seconds):
+    """Train chunks until `seconds` of simulated time have passed; rate(threads, now) is the
+    time per batch.  Returns (elapsed, [(now, threads, batches)])."""
+    now, log = 0.0, []
+    while now < seconds:
+        left = CHUNK
+        while left:
+            n, count = policy.part(left)
+            assert 1 <= count <= left and n in policy.counts
+            took = count * rate(n, now)
+            policy.record(n, count, took)
+            log.append((now, n, count))
+            now += took
+            left -= count
+    return now, log
+
+
+def batches(log, n, since=0.0, until=np.inf):
+    return sum(c for t, k, c in log if k == n and since <= t < until)
+
+
+def total(log):
+    return sum(c for _, _, c in log)
+
+
+@pytest.mark.parametrize("rates,best", [(QUIET, 2), (LOADED, 1)], ids=["quiet", "loaded"])
+def test_the_policy_settles_on_the_faster_count_and_probing_costs_little(rates, best):
+    elapsed, log = simulate(ThreadPolicy(choices(2)), lambda n, now: rates[n], 20.0)
+    ideal = total(log) * rates[best]
+    assert batches(log, best) / total(log) > 0.97
+    assert elapsed < 1.03 * ideal  # the target: at most 1.1 times the best count's time
+
+
+def test_the_policy_switches_when_load_comes_and_back_when_it_goes():
+    def rate(n, now):
+        return (LOADED if 5.0 <= now < 10.0 else QUIET)[n]
+
+    policy = ThreadPolicy(choices(2))
+    elapsed, log = simulate(policy, rate, 15.0)
+    # Within a few chunks of the load arriving, training is on one thread...
+    assert batches(log, 2, 5.05, 10.0) < 6 * CHUNK
+    assert batches(log, 1, 5.05, 10.0) > 0.97 * (batches(log, 1, 5.05, 10.0) + batches(log, 2, 5.05, 10.0) - 6 * CHUNK)
+    # ...and back on two at most one probing interval after it has gone.
+    back = min(t for t, n, c in log if t >= 10.0 and n == 2)
+    assert back - 10.0 <= MAX_INTERVAL + 0.01
+    assert batches(log, 2, back + 0.1) / total([e for e in log if e[0] >= back + 0.1]) > 0.97
+    assert policy.threads == 2 and policy.switches >= 2
+
+
+def test_lucky_probes_under_load_do_not_keep_training_on_the_slow_count():
+    """A probe of two threads that happens to run while the busy process sleeps looks fast;
+    the next chunk shows the truth, the policy goes back and waits longer before it probes again."""
+    calls = []
+
+    def rate(n, now):
+        calls.append(n)
+        if n == 2:
+            return 0.15e-3 if len(calls) % 2 else LOADED[2]  # every other part of two threads is lucky
+        return LOADED[1]
+
+    elapsed, log = simulate(ThreadPolicy(choices(2)), rate, 20.0)
+    assert elapsed < 1.1 * total(log) * LOADED[1]
+
+
+def test_on_many_cores_the_policy_walks_to_the_best_count():
+    rates = {8: 0.40e-3, 4: 0.10e-3, 2: 0.15e-3, 1: 0.25e-3}  # a laptop whose other programs take some cores
+    policy = ThreadPolicy(choices(8))
+    _, log = simulate(policy, lambda n, now: rates[n], 10.0)
+    assert policy.threads == 4
+    assert batches(log, 4, 2.0) / total([e for e in log if e[0] >= 2.0]) > 0.95
+
+
+def test_choices_halve_down_to_one():
+    assert choices(1) == (1,) and choices(2) == (2, 1) and choices(8) == (8, 4, 2, 1) and choices(6) == (6, 3, 1)
+
+
+def test_a_single_count_is_never_probed():
+    policy = ThreadPolicy((3,))
+    _, log = simulate(policy, lambda n, now: 1e-4, 1.0)
+    assert {n for _, n, _ in log} == {3} and policy.probes == 0
+
+
+def test_threads_can_be_pinned_and_bad_counts_are_refused(monkeypatch):
+    import numba
+
+    before = numba.get_num_threads()
+    monkeypatch.delenv("NUMBA_NUM_THREADS", raising=False)
+    try:
+        threads.pin(1)
+        assert threads.pinned() == 1 and threads.policy(2).counts == (1,)
+        assert "pinned to 1 by --threads" in threads.describe(2)
+        threads.pin(None)
+        assert threads.pinned() is None and threads.policy(2).counts == choices(2)
+        for bad in (0, -1, numba.config.NUMBA_NUM_THREADS + 1):
+            with pytest.raises(ConfigError, match="--threads must be a whole number from 1 to"):
+                threads.pin(bad)
+        monkeypatch.setenv("NUMBA_NUM_THREADS", "1")
+        assert threads.pinned() == 1 and "NUMBA_NUM_THREADS" in threads.describe(2)
+    finally:
+        threads.pin(None)
+        numba.set_num_threads(before)
+
+
+class Scripted:
+    """A policy that runs each part on the next count of a cycle, a few batches at a time."""
+
+    def __init__(self, cycle, size):
+        self.cycle, self.size, self.i = cycle, size, 0
+
+    @property
+    def threads(self):
+        return self.cycle[self.i % len(self.cycle)]
+
+    def part(self, left):
+        return self.threads, min(self.size, left)
+
+    def record(self, n, count, seconds):
+        self.i += 1
+
+
+@pytest.mark.parametrize("options", [{"optimizer": "rmsprop"}, {"optimizer": "adam", "clip_norm": 0.5},
+                                     {"optimizer": "rmsprop", "centered": True, "momentum": 0.9}], ids=str)
+def test_changing_the_thread_count_mid_run_changes_no_bit(options):
+    """Chunks split into parts on 1, 2 and 3 threads in turn end with the same weights,
+    optimizer state, loss (to the bit: losses are summed per row, in row order) and counts as
+    the same chunks on one thread."""
+    from test_backend_cpu import backend
+
+    rng = np.random.default_rng(11)
+    images = (rng.random((150, 28, 28)) < 0.25).astype(np.uint8) * rng.integers(1, 256, (150, 28, 28)).astype(np.uint8)
+    y = rng.integers(0, 10, 150)
+    order = rng.permutation(150)
+    results = []
+    for policy in (ThreadPolicy((1,)), Scripted((2, 1, 3), 2), Scripted((1, 2), 3)):
+        be, _, _ = backend(images=images, y=y, hidden=(40, 20), batch_size=16, **options)
+        be.policy = policy
+        outs = [be.train_chunk(order, first * 16, 4) for first in (0, 4, 8)]
+        results.append((outs, be.params(), be.optimizer_state(), be.step))
+    outs1, theta1, state1, step1 = results[0]
+    assert outs1[-1][2:] == (150 - 8 * 16, -1)  # the last chunk runs out of images in its third batch
+    for outs, theta, state, step in results[1:]:
+        assert outs == outs1 and step == step1
+        np.testing.assert_array_equal(theta, theta1)
+        for name in state1:
+            np.testing.assert_array_equal(state[name], state1[name])
+
+
+def test_the_backend_follows_its_policy_and_reports_its_timings():
+    """train_chunk runs exactly the parts the policy asks for and records each one."""
+    from test_backend_cpu import backend
+
+    rng = np.random.default_rng(12)
+    images, y = rng.integers(0, 256, (64, 28, 28)).astype(np.uint8), rng.integers(0, 10, 64)
+    be, _, _ = backend(images=images, y=y, hidden=(8,), batch_size=8)
+    seen = []
+
+    class Spy(Scripted):
+        def record(self, n, count, seconds):
+            seen.append((n, count))
+            assert seconds > 0
+            super().record(n, count, seconds)
+
+    be.policy = Spy((1, 2), 3)
+    assert be.train_chunk(rng.permutation(64), 0, 8)[2:] == (64, -1)
+    assert seen == [(1, 3), (2, 3), (1, 2)]
