@@ -7,25 +7,30 @@ exceptions with a one-line message meant for the user.
 
 from __future__ import annotations
 
+import collections
 import contextlib
-import gzip
 import hashlib
 import http.client
+import itertools
 import os
+import re
+import secrets
 import socket
+import stat
 import struct
 import sys
-import tempfile
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from . import paths
 from .errors import ChecksumError, ConfigError, DataError, DownloadError
 
 try:
@@ -48,6 +53,19 @@ MNIST_MD5: dict[str, str] = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+
+# Bytes of each decompressed file: nothing larger is ever downloaded, decompressed or read.
+MNIST_SIZES: dict[str, int] = {
+    "train-images-idx3-ubyte": 47_040_016,
+    "train-labels-idx1-ubyte": 60_008,
+    "t10k-images-idx3-ubyte": 7_840_016,
+    "t10k-labels-idx1-ubyte": 10_008,
+}
+
+# A mirror is abandoned when a file arrives at under MIN_SPEED bytes/s over any SPEED_WINDOW seconds
+# (RMSPROP_DOWNLOAD_MIN_SPEED and RMSPROP_DOWNLOAD_WINDOW override them; a minimum of 0 turns it off).
+MIN_SPEED = 10_000.0
+SPEED_WINDOW = 30.0
 
 DEFAULT_MIRRORS: tuple[str, ...] = (
     "https://ossci-datasets.s3.amazonaws.com/mnist/",
@@ -95,8 +113,8 @@ def default_data_dir() -> Path:
     return base / "rmsprop-cli"
 
 
-def parse_idx(buf: bytes, name: str = "file") -> np.ndarray:
-    """Parse an unsigned-byte IDX file (any number of dimensions) into a writable array."""
+def idx_header(buf: bytes, name: str = "file") -> tuple[tuple[int, ...], int]:
+    """The shape an unsigned-byte IDX file declares and the length of its header (from its first bytes)."""
     if len(buf) < 4:
         raise DataError(f"{name}: not an IDX file: {len(buf)} bytes is shorter than the 4-byte header")
     if buf[0] != 0 or buf[1] != 0:
@@ -114,7 +132,12 @@ def parse_idx(buf: bytes, name: str = "file") -> np.ndarray:
             f"{name}: IDX header is truncated: {ndim} dimensions need {header} header bytes, "
             f"the file has {len(buf)}"
         )
-    dims = struct.unpack(f">{ndim}I", bytes(buf[4:header]))
+    return struct.unpack(f">{ndim}I", bytes(buf[4:header])), header
+
+
+def parse_idx(buf: bytes, name: str = "file", copy: bool = True) -> np.ndarray:
+    """Parse an unsigned-byte IDX file (any number of dimensions) into an array (writable if ``copy``)."""
+    dims, header = idx_header(buf, name)
     expected = 1
     for d in dims:  # Python ints: a hostile header cannot overflow the product
         expected *= d
@@ -126,9 +149,65 @@ def parse_idx(buf: bytes, name: str = "file") -> np.ndarray:
             f"{name}: IDX data {what}: shape {shape} needs {expected} bytes after the header, found {actual}"
         )
     try:
-        return np.frombuffer(buf, dtype=np.uint8, count=expected, offset=header).reshape(dims).copy()
+        array = np.frombuffer(buf, dtype=np.uint8, count=expected, offset=header).reshape(dims)
     except ValueError as e:  # e.g. more dimensions than numpy supports
         raise DataError(f"{name}: IDX shape {dims} cannot be represented: {e}") from None
+    return array.copy() if copy else array
+
+
+class GzipError(ValueError):
+    """gzip data that is corrupt, truncated, or decompresses to more than allowed (``too_large``)."""
+
+    def __init__(self, reason: str, too_large: bool = False):
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def gunzip(chunks: Iterable[bytes], limit: int, piece: int = 1 << 20) -> Iterator[bytes]:
+    """Decompress gzip data arriving in ``chunks`` (one member or several, as ``gzip.decompress``),
+    yielding at most ``piece`` bytes at a time and raising GzipError as soon as the output passes
+    ``limit`` bytes: a gzip bomb costs ``limit`` bytes of work, never more, and no memory."""
+    inflate, tail, total = None, b"", 0
+
+    def counted(run) -> bytes:
+        nonlocal total
+        try:
+            out = run()
+        except zlib.error:
+            raise GzipError("corrupt gzip data") from None
+        total += len(out)
+        if total > limit:
+            raise GzipError(f"decompresses to more than {limit:,} bytes", too_large=True)
+        return out
+
+    for data in chunks:
+        while data:
+            if inflate is None:  # between members: zero padding, then the next header or the end
+                data = (tail + data).lstrip(b"\0")
+                tail = b""
+                if len(data) < 2:
+                    tail = data
+                    break
+                if data[:2] != _GZIP_MAGIC:
+                    raise GzipError("corrupt gzip data (trailing garbage)")
+                inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = counted(lambda: inflate.decompress(data, min(piece, limit - total + 1)))
+            if out:
+                yield out
+            if inflate.eof:
+                data, inflate = inflate.unused_data + inflate.unconsumed_tail, None
+            else:
+                data = inflate.unconsumed_tail
+    if tail:
+        raise GzipError("corrupt gzip data (trailing garbage)")
+    if inflate is not None:
+        out = counted(inflate.flush)
+        if out:
+            yield out
+        if not inflate.eof:
+            raise GzipError("corrupt gzip data (truncated)")
+    elif total == 0:
+        raise GzipError("corrupt gzip data (empty)")
 
 
 # --- fetching -----------------------------------------------------------------------------
@@ -182,52 +261,320 @@ def _strerror(e: OSError) -> str:
     return (e.strerror or str(e) or type(e).__name__).lower()
 
 
-def _read_reporting(stream, chunk_size: int, label: str, total: int | None, reporter: Reporter | None) -> bytes:
-    """Read a stream to its end in chunks, telling the reporter as it goes."""
-    chunks = []
+def _redact(text: str) -> str:
+    """``text`` with the user name and password of every URL in it replaced by ***."""
+    return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", text)
+
+
+def _raw_cap(expected: int) -> int:
+    """The most bytes a mirror may send for a file of ``expected`` bytes, compressed or not
+    (deflate adds at most a few bytes per 16 KiB; a gzip header is a few dozen bytes)."""
+    return expected + expected // 100 + 65536
+
+
+def _positive_env(name: str, default: float, zero_ok: bool = False) -> float:
+    text = os.environ.get(name)
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not (value >= 0 if zero_ok else value > 0) or value == float("inf"):
+        raise ConfigError(f"{name} must be a number {'of 0 or more' if zero_ok else 'above 0'}; got {text!r}")
+    return value
+
+
+def download_pace() -> tuple[float, float]:
+    """(minimum bytes/s, window in s): RMSPROP_DOWNLOAD_MIN_SPEED and RMSPROP_DOWNLOAD_WINDOW, else the defaults."""
+    return (_positive_env("RMSPROP_DOWNLOAD_MIN_SPEED", MIN_SPEED, zero_ok=True),
+            _positive_env("RMSPROP_DOWNLOAD_WINDOW", SPEED_WINDOW))
+
+
+class _Part:
+    """A temporary file beside ``path``, hashed as it is written, renamed over ``path`` by commit().
+
+    Created by os.open with mode 0o666, so that the umask decides the permissions, as for any file
+    the user creates (tempfile.mkstemp would make it 0600, unreadable to others sharing the cache)."""
+
+    def __init__(self, path: Path, keep: bool):
+        self.path, self.size, self.md5 = path, 0, hashlib.md5()
+        self.kept = bytearray() if keep else None
+        self.tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
+        try:
+            fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except OSError as e:
+            raise self._error(e) from None
+        self.file = os.fdopen(fd, "wb")
+
+    def _error(self, e: OSError) -> DataError:
+        return DataError(f"cannot write {self.path}: {_strerror(e)}; "
+                         "free some space or pass --data-dir to use another folder")
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.file.write(data)
+        except OSError as e:
+            raise self._error(e) from None
+        self.md5.update(data)
+        self.size += len(data)
+        if self.kept is not None:
+            self.kept += data
+
+    def content(self) -> bytes:
+        """What was written (at most the file's published size, so it fits in memory)."""
+        if self.kept is not None:
+            return bytes(self.kept)
+        self.file.flush()
+        with open(self.tmp, "rb") as f:
+            return f.read()
+
+    def commit(self) -> None:
+        """Readers see the old state or the whole verified file, never a partial one."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            os.replace(self.tmp, self.path)
+        except OSError as e:
+            self.discard()
+            raise self._error(e) from None
+
+    def discard(self) -> None:
+        with contextlib.suppress(OSError):
+            self.file.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.tmp)
+
+
+def _store(chunks: Iterable[bytes], fname: str, candidate: str, part: _Part) -> None:
+    """A mirror's bytes -> the decompressed file in ``part``. Gzip or not is told by the bytes, not
+    the name (some mirrors serve the files decompressed). Stops as soon as more arrives, or
+    decompresses, than the published file can be."""
+    expected = MNIST_SIZES[fname]
+    cap = _raw_cap(expected)
+
+    def capped():
+        got = 0
+        for chunk in chunks:
+            got += len(chunk)
+            if got > cap:
+                raise _Failed(f"sent more than {cap:,} bytes, more than the file can be", "bad")
+            yield chunk
+
+    stream = capped()
+    head = b""
+    for chunk in stream:
+        head += chunk
+        if len(head) >= 2:
+            break
+    if head[:2] == _GZIP_MAGIC:
+        try:
+            for piece in gunzip(itertools.chain([head], stream), expected):
+                part.write(piece)
+        except GzipError as e:
+            reason = f"decompresses to more than the {expected:,} bytes of the published file" if e.too_large \
+                else str(e)
+            raise _Failed(reason, "bad") from None
+    elif candidate.endswith(".gz"):
+        raise _Failed("not a gzip file", "bad")
+    else:
+        for chunk in itertools.chain([head], stream):
+            if part.size + len(chunk) > expected:
+                raise _Failed(f"larger than the published file ({expected:,} bytes)", "bad")
+            part.write(chunk)
+
+
+class _Pace:
+    """Abandons a download that brings fewer than ``min_speed`` bytes/s over any ``window`` seconds.
+
+    A socket timeout bounds each read, not the whole: a server that sends a byte every few seconds
+    keeps every read alive for ever. So a thread watches the bytes received, and when they fall
+    behind it shuts the connection's sockets down, which ends the read blocked on them."""
+
+    def __init__(self, min_speed: float, window: float):
+        self.min_speed, self.window = min_speed, window
+        self.received, self.reason = 0, None
+        self._sockets: list[socket.socket] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="rmsprop-download-pace")
+
+    def add(self, sock: socket.socket) -> None:
+        # A duplicate stays usable after TLS wraps (and detaches) the original, and shutting it
+        # down shuts down the one connection both refer to.
+        with contextlib.suppress(OSError):
+            self._sockets.append(sock.dup())
+
+    def count(self, chunk: bytes) -> bytes:
+        self.received += len(chunk)
+        return chunk
+
+    def __enter__(self):
+        if self.min_speed > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        for s in self._sockets:
+            s.close()
+
+    def _watch(self) -> None:
+        samples = collections.deque([(time.monotonic(), 0)])
+        while not self._done.wait(min(0.25, self.window / 10)):
+            now, got = time.monotonic(), self.received
+            samples.append((now, got))
+            while len(samples) > 2 and samples[1][0] <= now - self.window:
+                samples.popleft()
+            then, before = samples[0]
+            if now - then >= self.window and got - before < self.min_speed * (now - then):
+                self.reason = (f"too slow: {got - before:,} bytes in {now - then:.0f} s, "
+                               f"under the minimum of {self.min_speed:,.0f} bytes/s")
+                for s in self._sockets:
+                    with contextlib.suppress(OSError):
+                        s.shutdown(socket.SHUT_RDWR)
+                return
+
+
+def _paced(base: type, pace: _Pace) -> type:
+    """``base`` (an http.client connection class) whose sockets ``pace`` watches from the start."""
+
+    class Connection(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            create = self._create_connection
+
+            def create_paced(*a, **k):
+                sock = create(*a, **k)
+                pace.add(sock)
+                return sock
+
+            self._create_connection = create_paced
+
+    return Connection
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, pace: _Pace):
+        super().__init__()
+        self.pace = pace
+
+    def http_open(self, req):
+        return self.do_open(_paced(http.client.HTTPConnection, self.pace), req)
+
+
+_HANDLERS: list[type] = [_HTTPHandler]
+if hasattr(urllib.request, "HTTPSHandler"):  # Python built without OpenSSL has none
+
+    class _HTTPSHandler(urllib.request.HTTPSHandler):
+        def __init__(self, pace: _Pace):
+            super().__init__()
+            self.pace = pace
+
+        def https_open(self, req):
+            args = {"context": self._context}
+            if getattr(self, "_check_hostname", None) is not None:  # Python < 3.12
+                args["check_hostname"] = self._check_hostname
+            return self.do_open(_paced(http.client.HTTPSConnection, self.pace), req, **args)
+
+    _HANDLERS.append(_HTTPSHandler)
+
+
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without its user:password@, and the (user, password) it held, percent-decoded."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return bare, (urllib.parse.unquote(user), urllib.parse.unquote(password))
+
+
+def _opener(prefix: str, pace: _Pace) -> urllib.request.OpenerDirector:
+    """An opener whose connections ``pace`` watches; credentials in the mirror's URL are sent as
+    HTTP basic authentication, to that mirror only (a redirect elsewhere does not get them)."""
+    handlers = [h(pace) for h in _HANDLERS]
+    bare, credentials = _split_credentials(prefix)
+    if credentials:
+        passwords = urllib.request.HTTPPasswordMgrWithPriorAuth()
+        passwords.add_password(None, bare, *credentials, is_authenticated=True)
+        handlers.append(urllib.request.HTTPBasicAuthHandler(passwords))
+    return urllib.request.build_opener(*handlers)
+
+
+def _reported(read, label: str, total: int | None, reporter: Reporter | None) -> Iterator[bytes]:
+    """The chunks ``read()`` returns until an empty one, told to the reporter as they come."""
     if reporter:
         reporter.start(label, total)
     try:
-        while chunk := stream.read(chunk_size):
-            chunks.append(chunk)
+        while chunk := read():
             if reporter:
                 reporter.advance(len(chunk))
+            yield chunk
     finally:
         if reporter:
             reporter.finish()
-    return b"".join(chunks)
 
 
-def _read_url(url: str, label: str, reporter: Reporter | None, timeout: float) -> bytes:
-    request = urllib.request.Request(url, headers={"User-Agent": "rmsprop-cli"})
-    with urllib.request.urlopen(request, timeout=timeout) as resp:
-        length = resp.headers.get("Content-Length")
-        total = int(length) if length and length.strip().isdigit() else None
-        data = _read_reporting(resp, _CHUNK, label, total, reporter)
-    # read(amt) returns short at EOF instead of raising, so check the length ourselves.
-    if total is not None and len(data) != total:
-        raise http.client.IncompleteRead(data, total - len(data))
-    return data
-
-
-def _fetch_url(url: str, label: str, reporter: Reporter | None, timeout: float, retries: int) -> bytes:
-    for attempt in range(retries + 1):
+def _read_url(prefix: str, candidate: str, fname: str, part: _Part, reporter: Reporter | None,
+              timeout: float, speed: tuple[float, float]) -> None:
+    bare, _ = _split_credentials(prefix)
+    request = urllib.request.Request(bare + candidate, headers={"User-Agent": "rmsprop-cli"})
+    with _Pace(*speed) as pace:
         try:
-            return _read_url(url, label, reporter, timeout)
+            with _opener(prefix, pace).open(request, timeout=timeout) as resp:
+                length = resp.headers.get("Content-Length")
+                total = int(length) if length and length.strip().isdigit() else None
+                if total is not None and total > _raw_cap(MNIST_SIZES[fname]):
+                    raise _Failed(f"announces {total:,} bytes, more than the file can be", "bad")
+                # read1: whatever has arrived, so that the pace is seen; read(n) waits for all n bytes.
+                chunks = _reported(lambda: pace.count(resp.read1(_CHUNK)), fname, total, reporter)
+                try:
+                    _store(chunks, fname, candidate, part)
+                finally:
+                    chunks.close()
+        except BaseException:
+            if pace.reason:  # the watcher cut the connection: that is the cause, whatever the symptom
+                raise _Unreachable(pace.reason) from None
+            raise
+        if pace.reason:
+            raise _Unreachable(pace.reason)
+    # read1 returns short at EOF instead of raising, so check the length ourselves.
+    if total is not None and pace.received != total:
+        raise http.client.IncompleteRead(b"", total - pace.received)
+
+
+def _fetch_url(prefix: str, candidate: str, fname: str, new_part, reporter: Reporter | None,
+               timeout: float, retries: int, speed: tuple[float, float]) -> _Part:
+    for attempt in range(retries + 1):
+        part = new_part()
+        try:
+            _read_url(prefix, candidate, fname, part, reporter, timeout, speed)
+            return part
         except urllib.error.HTTPError as e:
+            part.discard()
             # 4xx will not change on retry (S3 answers 403 for a missing key).
             if e.code < 500:
                 raise _Failed(_describe(e), "missing") from None
             last: BaseException = e
         except urllib.error.URLError as e:
+            part.discard()
             # No DNS answer or an unknown URL scheme: retrying only wastes time.
             if isinstance(e.reason, (socket.gaierror, str)):
                 raise _Unreachable(_describe(e)) from None
             last = e
         except (OSError, http.client.HTTPException) as e:  # timeouts and resets mid-body
+            part.discard()
             last = e
         except ValueError:  # e.g. a malformed host such as "http://[::1"
+            part.discard()
             raise _Unreachable("invalid URL") from None
+        except BaseException:
+            part.discard()
+            raise
         if attempt < retries:
             time.sleep(0.5 * (attempt + 1))
     if isinstance(last, urllib.error.HTTPError):
@@ -235,29 +582,35 @@ def _fetch_url(url: str, label: str, reporter: Reporter | None, timeout: float, 
     raise _Unreachable(_describe(last))
 
 
-def _fetch_local(folder: Path, candidate: str, label: str, reporter: Reporter | None) -> bytes:
-    if not folder.is_dir():
-        raise _Unreachable("not a folder" if folder.exists() else "folder not found")
+def _fetch_local(folder: Path, candidate: str, fname: str, part: _Part, reporter: Reporter | None) -> None:
+    try:
+        if not stat.S_ISDIR(os.stat(folder).st_mode):
+            raise _Unreachable("not a folder")
+    except FileNotFoundError:
+        raise _Unreachable("folder not found") from None
+    except OSError as e:
+        raise _Unreachable(paths.os_reason(e)) from None
     path = folder / candidate
-    if not path.is_file():
-        raise _Failed("not found", "missing")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise _Failed("not found", "missing") from None
+    except OSError as e:
+        raise _Failed(paths.os_reason(e), "bad") from None
+    if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open for ever
+        raise _Failed(f"{paths.kind_of(st.st_mode)}, not a file", "bad")
+    if st.st_size > _raw_cap(MNIST_SIZES[fname]):
+        raise _Failed(f"{st.st_size:,} bytes, more than the file can be", "bad")
+
     try:
         with open(path, "rb") as f:
-            return _read_reporting(f, _LOCAL_CHUNK, label, os.fstat(f.fileno()).st_size, reporter)
+            stream = _reported(lambda: f.read(_LOCAL_CHUNK), fname, st.st_size, reporter)
+            try:
+                _store(stream, fname, candidate, part)
+            finally:
+                stream.close()
     except OSError as e:
         raise _Failed(_describe(e), "bad") from None
-
-
-def _decompress(raw: bytes, candidate: str) -> bytes:
-    # Trust the bytes, not the name: some mirrors serve already-decompressed files.
-    if raw[:2] == _GZIP_MAGIC:
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error):
-            raise _Failed("corrupt gzip data", "bad") from None
-    if candidate.endswith(".gz"):
-        raise _Failed("not a gzip file", "bad")
-    return raw
 
 
 def _problem(data: bytes, fname: str) -> str | None:
@@ -265,7 +618,7 @@ def _problem(data: bytes, fname: str) -> str | None:
     if hashlib.md5(data).hexdigest() == MNIST_MD5[fname]:
         return None
     try:
-        parse_idx(data, fname)
+        parse_idx(data, fname, copy=False)
     except DataError as e:
         return "not a valid IDX file: " + str(e).removeprefix(f"{fname}: ")
     return "checksum mismatch"
@@ -281,18 +634,36 @@ def _mirror_location(mirror: str | os.PathLike) -> tuple[str, str | Path]:
     return "dir", Path(text).expanduser()
 
 
+def _say(reporter: Reporter | None, message: str) -> None:
+    """A line for the user while fetching goes on: through the reporter's ``note`` where it has one,
+    else on stderr; nothing when silent (no reporter)."""
+    if reporter is None:
+        return
+    note = getattr(reporter, "note", None)
+    if note is not None:
+        note(message)
+    else:
+        print(f"Note: {message}", file=sys.stderr, flush=True)
+
+
 def _download(
     fname: str,
+    path: Path,
     mirrors: Sequence[str],
     reporter: Reporter | None,
     timeout: float,
     retries: int,
     dead: dict[str, str],
-) -> bytes:
+    keep: bool,
+    speed: tuple[float, float],
+) -> bytes | None:
+    """Fetch ``fname`` from the first mirror that has it, verify it and cache it at ``path``;
+    its content if ``keep``."""
     tried: list[str] = []
     kinds: set[str] = set()
-    for mirror in mirrors:
-        shown = os.fspath(mirror)
+    new_part = lambda: _Part(path, keep)  # noqa: E731
+    for n, mirror in enumerate(mirrors):
+        shown = _redact(os.fspath(mirror))
         if shown in dead:  # already failed for an earlier file in this fetch
             tried.append(f"{shown} ({dead[shown]})")
             kinds.add("network")
@@ -300,31 +671,40 @@ def _download(
         where, location = _mirror_location(mirror)
         reasons: list[tuple[str, str]] = []
         for candidate in (fname + ".gz", fname):
+            part = None
             try:
                 if where == "url":
-                    raw = _fetch_url(location + candidate, fname, reporter, timeout, retries)
+                    part = _fetch_url(location, candidate, fname, new_part, reporter, timeout, retries, speed)
                 else:
-                    raw = _fetch_local(location, candidate, fname, reporter)
-                data = _decompress(raw, candidate)
-                problem = _problem(data, fname)
-                if problem is None:
+                    part = new_part()
+                    _fetch_local(location, candidate, fname, part, reporter)
+                if part.md5.hexdigest() == MNIST_MD5[fname]:
+                    data = part.content() if keep else None
+                    part.commit()
+                    part = None
                     return data
+                problem = _problem(part.content(), fname) or "checksum mismatch"
                 raise _Failed(problem, "checksum" if problem == "checksum mismatch" else "bad")
             except _Unreachable as e:
                 dead[shown] = e.reason
                 reasons = [("", e.reason)]
                 kinds.add(e.kind)
+                if e.reason.startswith("too slow") and n + 1 < len(mirrors):
+                    _say(reporter, f"{shown} is {e.reason}; trying the next mirror")
                 break
             except _Failed as e:
                 reasons.append((candidate, e.reason))
                 kinds.add(e.kind)
+            finally:
+                if part is not None:
+                    part.discard()
         if len({r for _, r in reasons}) == 1:
             tried.append(f"{shown} ({reasons[0][1]})")
         else:
             tried.append(f"{shown} ({', '.join(f'{c}: {r}' for c, r in reasons)})")
     if not tried:
         raise DownloadError(f"cannot download {fname}: no mirrors given; {MIRROR_HINT}")
-    summary = f"cannot download {fname}: tried {'; '.join(tried)}"
+    summary = _redact(f"cannot download {fname}: tried {'; '.join(tried)}")
     if "network" in kinds or not kinds & {"checksum", "bad"}:
         raise DownloadError(f"{summary}; {MIRROR_HINT}")
     if "checksum" in kinds:
@@ -332,37 +712,26 @@ def _download(
     raise DownloadError(f"{summary}; {CHECKSUM_HINT}")
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Readers see the old state or the whole verified file, never a partial one."""
-    tmp = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            dir=path.parent, prefix=f".{path.name}.", suffix=".part", delete=False
-        ) as f:
-            tmp = f.name
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as e:
-        raise DataError(
-            f"cannot write {path}: {_strerror(e)}; free some space or pass --data-dir to use another folder"
-        ) from None
-    finally:
-        if tmp is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-
-
 def _cached(path: Path, fname: str) -> bytes | None:
-    """The verified content of ``path``, or None; a bad file is deleted so it is fetched again."""
+    """The verified content of ``path``, or None; a bad file is deleted so it is fetched again.
+    Only a file of the published size is read at all, so a huge or endless one costs nothing."""
     try:
-        data = path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         return None
-    except OSError:
-        data = None
+    except OSError as e:
+        raise DataError(f"the cached {path} cannot be read: {paths.os_reason(e)}; "
+                        "remove it or pass --data-dir to use another folder") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"the cached {path} is {paths.kind_of(st.st_mode)}, not a file; "
+                        "remove it or pass --data-dir to use another folder")
+    data = None
+    if st.st_size == MNIST_SIZES[fname]:
+        try:
+            with open(path, "rb") as f:
+                data = f.read(MNIST_SIZES[fname] + 1)
+        except OSError:
+            data = None
     if data is not None and _problem(data, fname) is None:
         return data
     try:
@@ -407,14 +776,16 @@ def fetch(
     ``names`` are file names ("t10k-images-idx3-ubyte") or MNIST_FILES keys ("test-images");
     the result is keyed by the names as given.
     """
-    return {name: path for name, (path, _) in _fetch(names, data_dir, mirrors, reporter, timeout, retries).items()}
+    found = _fetch(names, data_dir, mirrors, reporter, timeout, retries, keep=False)
+    return {name: path for name, (path, _) in found.items()}
 
 
-def _fetch(names, data_dir, mirrors, reporter, timeout=30.0, retries=2) -> dict[str, tuple[Path, bytes]]:
-    """fetch, also returning the verified bytes, so a loader need not read and hash them again."""
+def _fetch(names, data_dir, mirrors, reporter, timeout=30.0, retries=2, keep=True) -> dict[str, tuple[Path, bytes]]:
+    """fetch, also returning the verified bytes (if ``keep``), so a loader need not read and hash them again."""
     if isinstance(names, str):
         names = [names]
     wanted = [(name, _resolve(name)) for name in names]
+    speed = download_pace()
     folder = _prepare_folder(data_dir)
     mirrors = DEFAULT_MIRRORS if mirrors is None else tuple(mirrors)
     dead: dict[str, str] = {}
@@ -428,8 +799,7 @@ def _fetch(names, data_dir, mirrors, reporter, timeout=30.0, retries=2) -> dict[
                 raise DataError(
                     f"cannot write to the data folder {folder}; pass --data-dir to use another folder"
                 )
-            data = _download(fname, mirrors, reporter, timeout, max(0, retries), dead)
-            _write_atomic(path, data)
+            data = _download(fname, path, mirrors, reporter, timeout, max(0, retries), dead, keep, speed)
         out[name] = (path, data)
     return out
 

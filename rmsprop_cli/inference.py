@@ -6,10 +6,18 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data
+from . import checkpoint, data, paths
 from .backends import make_backend, resolve_device
-from .errors import ConfigError
+from .errors import CheckpointError
 from .optim import Optimizer
+
+CHECKPOINT_HINT = "; pass the model.safetensors file that train wrote"
+
+
+def _checkpoint_file(path: Path) -> Path:
+    """Refuse a checkpoint path that is not a regular file, by its type, before anything opens it
+    (a FIFO would block the open for ever)."""
+    return paths.regular_file(path, "checkpoint", CheckpointError, CHECKPOINT_HINT)
 
 
 def _inference_backend(ckpt, device: str):
@@ -23,7 +31,7 @@ def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, li
              reporter=None) -> dict:
     """Everything `rmsprop evaluate` does: checkpoint, test set, metrics."""
     device, _ = resolve_device(device)
-    ckpt = checkpoint.load(path)
+    ckpt = checkpoint.load(_checkpoint_file(path))
     images, labels, _ = data.load_mnist("test", data_dir, mirrors, reporter, limit)
     backend = _inference_backend(ckpt, device)
     loss, correct, confusion = backend.evaluate(images, labels)
@@ -41,18 +49,12 @@ def evaluate(path: Path, *, device: str = "cpu", data_dir=None, mirrors=None, li
 def predict(path: Path, images: list, *, indices: list[int] | None = None, device: str = "cpu") -> list[dict]:
     """Everything `rmsprop predict` does: each image file (or IDX file, at the
     given indices) made MNIST-like and classified, most likely digits first."""
-    from .images import is_idx, load_idx_images, load_image
+    from .images import load_inputs
 
     device, _ = resolve_device(device)
+    path = _checkpoint_file(path)  # cheap, before the images are read; loaded after them
+    named = load_inputs(images, indices)
     ckpt = checkpoint.load(path)
-    named = []
-    for image in images:
-        if is_idx(image):
-            named += load_idx_images(image, indices or [])
-        else:
-            named.append((str(image), load_image(image)))
-    if indices and len(named) == len(images):
-        raise ConfigError("--index picks images from an IDX file, and none of the files given is one")
     backend = _inference_backend(ckpt, device)
     probs = backend.predict_proba(np.stack([pixels for _, pixels in named]))
     results = []

@@ -358,8 +358,7 @@ def test_interrupted_write_leaves_nothing(t10k_gz, tmp_path, monkeypatch, step):
         raise OSError(28, "No space left on device")
 
     if step == "write":
-        failing = _failing_tempfile(data.tempfile.NamedTemporaryFile)
-        monkeypatch.setattr(data.tempfile, "NamedTemporaryFile", failing)
+        monkeypatch.setattr(data.os, "fdopen", _failing_fdopen(data.os.fdopen))
     else:
         monkeypatch.setattr(data.os, step, boom)
     with pytest.raises(DataError) as info:
@@ -368,19 +367,22 @@ def test_interrupted_write_leaves_nothing(t10k_gz, tmp_path, monkeypatch, step):
     assert leftovers(tmp_path / "mnist") == []
 
 
-def _failing_tempfile(real):
-    """A NamedTemporaryFile whose write() stores some bytes and then fails, like a full disk."""
+def _failing_fdopen(real):
+    """os.fdopen whose file's write() stores some bytes and then fails, like a full disk."""
 
     def make(*args, **kwargs):
         f = real(*args, **kwargs)
-        write = f.file.write
+        write = f.write
 
-        def failing_write(b):
-            write(b[:100])
-            raise OSError(28, "No space left on device")
+        class Failing:
+            def __getattr__(self, name):
+                return getattr(f, name)
 
-        f.file.write = failing_write
-        return f
+            def write(self, b):
+                write(b[:100])
+                raise OSError(28, "No space left on device")
+
+        return Failing()
 
     return make
 
