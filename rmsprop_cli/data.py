@@ -557,6 +557,11 @@ def _fetch_url(prefix: str, candidate: str, fname: str, new_part, reporter: Repo
         except urllib.error.HTTPError as e:
             part.discard()
             # 4xx will not change on retry (S3 answers 403 for a missing key).
+            if e.code == 401:
+                raise _Unreachable("HTTP 401: the user name and password in the URL were refused"
+                                   if _split_credentials(prefix)[1] else
+                                   "HTTP 401: the mirror wants a user name and password; "
+                                   "put USER:PASSWORD@ before the host in the mirror's URL") from None
             if e.code < 500:
                 raise _Failed(_describe(e), "missing") from None
             last: BaseException = e
@@ -663,9 +668,9 @@ def _download(
     kinds: set[str] = set()
     new_part = lambda: _Part(path, keep)  # noqa: E731
     for n, mirror in enumerate(mirrors):
-        shown = _redact(os.fspath(mirror))
-        if shown in dead:  # already failed for an earlier file in this fetch
-            tried.append(f"{shown} ({dead[shown]})")
+        key, shown = os.fspath(mirror), _redact(os.fspath(mirror))
+        if key in dead:  # already failed for an earlier file in this fetch
+            tried.append(f"{shown} ({dead[key]})")
             kinds.add("network")
             continue
         where, location = _mirror_location(mirror)
@@ -686,7 +691,7 @@ def _download(
                 problem = _problem(part.content(), fname) or "checksum mismatch"
                 raise _Failed(problem, "checksum" if problem == "checksum mismatch" else "bad")
             except _Unreachable as e:
-                dead[shown] = e.reason
+                dead[key] = e.reason
                 reasons = [("", e.reason)]
                 kinds.add(e.kind)
                 if e.reason.startswith("too slow") and n + 1 < len(mirrors):

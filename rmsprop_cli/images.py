@@ -9,8 +9,6 @@ size, anywhere in the frame; this module turns it into the same form.
 from __future__ import annotations
 
 import io
-import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,19 +46,19 @@ def _megapixels(n: int) -> str:
 
 def decode_image(blob: bytes, name: str) -> np.ndarray:
     """The bytes of an image file -> uint8 (28, 28), white digit on black; any failure is one ImageError."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, ImageOps
 
     limit = f"this tool reads images of up to {_megapixels(MAX_PIXELS)}; scale it down first"
-    with warnings.catch_warnings():
-        # Pillow warns above its own limit (89 megapixels) and refuses above twice that; ours is lower.
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    limit_was = Image.MAX_IMAGE_PIXELS
+    try:
+        # Pillow warns above its own limit (89 megapixels) and refuses above twice that, without
+        # saying the size; ours is lower and checked below, with the size in hand, before decoding.
+        Image.MAX_IMAGE_PIXELS = None
         try:
             im = Image.open(io.BytesIO(blob))
-        except Image.DecompressionBombError as e:
-            found = re.search(r"\((\d+) pixels\)", str(e))
-            size = _megapixels(int(found.group(1))) if found else "too many pixels"
-            raise ImageError(f"{name} is {size}; {limit}") from None
-        except UnidentifiedImageError:
+        except MemoryError:
+            raise
+        except Exception:  # UnidentifiedImageError mostly; a plugin may raise its own on a bad header
             if blob[:2] == b"\x00\x00" and blob[2] in _IDX_OTHER:
                 raise ImageError(f"{name} is an IDX file of {_IDX_OTHER[blob[2]]}; only IDX files of "
                                  "unsigned bytes (type 0x08, as MNIST's) hold images this tool reads") from None
@@ -80,6 +78,8 @@ def decode_image(blob: bytes, name: str) -> np.ndarray:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 raise ImageError(f"{name} is a {im.format or 'image'} file that cannot be decoded "
                                  f"(damaged or truncated?): {reason}") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit_was
     return mnist_like(gray, name)
 
 
@@ -89,16 +89,22 @@ def _grayscale(im, Image, ImageOps) -> np.ndarray:
     if long_side > WORK_SIDE:
         # JPEG can decode at 1/2, 1/4 or 1/8 of the size directly; others are reduced after decoding.
         im.draft(im.mode, (-(-im.size[0] * WORK_SIDE // long_side), -(-im.size[1] * WORK_SIDE // long_side)))
-    im = ImageOps.exif_transpose(im)
-    if im.mode in ("RGBA", "LA", "PA", "La", "RGBa", "P") or "transparency" in im.info:
-        im = im.convert("RGBA")
-    elif im.mode.startswith("I") or im.mode == "F":
-        im = im.convert("F")  # 16- and 32-bit pixels: convert("L") would clip them at 255
-    else:
-        im = im.convert("L")
+    if im.getexif().get(0x0112, 1) != 1:  # an EXIF orientation; exif_transpose copies even without one
+        im = ImageOps.exif_transpose(im)
     factor = -(-max(im.size) // WORK_SIDE)
     if factor > 1:
-        im = im.reduce(factor)
+        try:
+            im = im.reduce(factor)  # before any conversion, so that no full-size copy is made
+        except ValueError:  # a mode reduce() does not take (palette, 1-bit)
+            im = im.convert("RGBA" if _has_alpha(im) else "L").reduce(factor)
+    if _has_alpha(im):
+        mode = "RGBA"
+    elif im.mode.startswith("I") or im.mode == "F":
+        mode = "F"  # 16- and 32-bit pixels: convert("L") would clip them at 255
+    else:
+        mode = "L"
+    if im.mode != mode:
+        im = im.convert(mode)
     pixels = np.asarray(im, dtype=np.float64)
     if im.mode == "RGBA":
         return _flatten_alpha(pixels)
@@ -106,6 +112,10 @@ def _grayscale(im, Image, ImageOps) -> np.ndarray:
         top = pixels.max()
         return pixels * (255 / 65535 if top > 255 else 1.0)
     return pixels
+
+
+def _has_alpha(im) -> bool:
+    return im.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in im.info
 
 
 def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
@@ -200,20 +210,23 @@ def idx_images(blob: bytes, name: str, indices: list[int]) -> list[tuple[str, np
     from .data import gunzip, idx_header, parse_idx
 
     pieces = gunzip([blob], MAX_IDX_BYTES) if blob[:2] == _GZIP else iter([blob])
-    raw, size, checked = [], 0, False
+    raw, size, checked, declared = [], 0, False, 0
     too_big = f"this tool reads IDX files of up to {MAX_IDX_BYTES / 2**20:g} MiB (MNIST's largest is 45 MiB)"
     try:
         for piece in pieces:
             raw.append(piece)
             size += len(piece)
+            if checked and size > declared:  # more than the header says: stop decompressing here
+                raise ImageError(f"{name}: IDX data has trailing bytes: shape {shape} needs "
+                                 f"{declared - header:,} bytes after the header, the file holds more")
             if not checked and size >= 4:
                 head = b"".join(raw)
                 raw = [head]
                 if size >= 4 + 4 * head[3]:  # the whole header: refuse a huge shape before reading on
                     dims, header = idx_header(head, name)
                     declared = header + int(np.prod(dims, dtype=object))
+                    shape = " x ".join(map(str, dims))
                     if declared > MAX_IDX_BYTES:
-                        shape = " x ".join(map(str, dims))
                         raise ImageError(f"{name} declares IDX data of shape {shape} "
                                          f"({declared / 2**20:,.0f} MiB); {too_big}")
                     checked = True
