@@ -80,16 +80,23 @@ def _user_errors():
 
         error(str(e), e.label)
         raise typer.Exit(e.exit_code) from None
-    except MemoryError:
+    except MemoryError:   # train checks its estimate first (memory.py); this is what got past it
         from .console import error
+        from .memory import out_of_memory
 
-        error("not enough memory for this network and batch size; try a smaller --hidden or --batch-size")
+        try:
+            from typer._click.globals import get_current_context   # the command running: Typer vendors click
+            ctx = get_current_context(silent=True)
+        except ImportError:
+            ctx = None
+        error(out_of_memory(ctx.info_name if ctx is not None else None))
         raise typer.Exit(1) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:   # StoppedAtOnce says which signal, and before what
         from .console import error
 
-        error("stopped at once; nothing more was saved (checkpoints written before are intact)", "Interrupted")
-        raise typer.Exit(130) from None
+        error(str(e) or "stopped at once; nothing more was saved (files written before are intact)",
+              getattr(e, "label", "Interrupted"))
+        raise typer.Exit(getattr(e, "exit_code", 130)) from None
 
 
 def _json(result) -> str:
@@ -206,7 +213,8 @@ def train(
 ):
     """Train a multilayer perceptron on MNIST with RMSProp, then report test accuracy and save a checkpoint.
 
-    Ctrl-C saves a checkpoint of the last finished chunk of batches and prints the command that resumes it.
+    Ctrl-C or SIGTERM saves a checkpoint of the last finished chunk of batches and prints the command that
+    resumes it (exit code 130 or 143).
     """
     with _user_errors():
         from . import train as training
@@ -218,19 +226,31 @@ def train(
                        initial_accumulator=initial_accumulator, bias_correction=bias_correction or None,
                        clip_norm=clip_norm, clip_value=clip_value, schedule=schedule, warmup_steps=warmup_steps,
                        decay_steps=decay_steps, decay_rate=decay_rate, beta1=beta1, beta2=beta2)
-        run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output, resume=resume,
-                   checkpoint_every=checkpoint_every, early_stopping=early_stopping)
-        if json_:
-            typer.echo(_json(training.run(options, **run)))
-            return
-        from .console import TrainDisplay, render_train_result
+        # SIGINT and SIGTERM are the run's until its last line is printed (see StopSignals); one that
+        # comes after the final save interrupts nothing, and the command says so and exits 0.  When this
+        # process is the console script, they stay ignored until it has exited.
+        import sys
 
-        display = TrainDisplay()
-        try:
-            result = training.run(options, **run, reporter=_reporter(False), callbacks=display)
-        finally:
-            display.close()
-        render_train_result(result)
+        with training.StopSignals(then_ignore=getattr(sys.modules.get("__main__"), "main", None) is main) as signals:
+            run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output,
+                       resume=resume, checkpoint_every=checkpoint_every, early_stopping=early_stopping, stop=signals)
+            if json_:
+                typer.echo(_json(training.run(options, **run)))
+            else:
+                from .console import TrainDisplay, render_train_result
+
+                display = TrainDisplay()
+                try:
+                    result = training.run(options, **run, reporter=_reporter(False), callbacks=display)
+                finally:
+                    display.close()
+                render_train_result(result)
+            if signals():
+                from .console import note
+                from .errors import stopped_by
+
+                note(f"{stopped_by(signals.signum)[0]} after the run had finished: nothing was cut short; "
+                     "the checkpoint is complete and saved")
 
 
 @app.command()

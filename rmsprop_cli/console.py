@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -11,7 +12,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
-from .train import Callbacks
+from .train import Callbacks, evaluate_command
 
 out = Console()
 err = Console(stderr=True)
@@ -51,20 +52,36 @@ class DownloadReporter:
 
 
 class TrainDisplay(Callbacks):
-    """A table that gains a row per epoch, with a live bar over the current epoch's batches."""
+    """A table with a row per epoch, the last `rows` of them (earlier ones counted in one
+    line, so that a refresh costs the same at epoch 10 million as at epoch 10), with a
+    live bar over the current epoch's batches."""
 
-    def __init__(self, console: Console = out, title: str = "Training"):
-        self.console = console
-        self.table = Table(title=title, title_justify="left")
-        for col in ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"):
-            self.table.add_column(col, justify="right")
+    COLUMNS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+
+    def __init__(self, console: Console = out, title: str = "Training", rows: int = 20):
+        self.console, self.title = console, title
+        self.rows, self.epochs_shown = deque(maxlen=rows), 0
         self.progress = Progress(
             TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
             TextColumn("loss {task.fields[loss]:.4f}  acc {task.fields[acc]:.4f}  {task.fields[rate]:,.0f} samples/s"),
             TimeRemainingColumn(), console=console, transient=True)
+        self.table = self._table()
         self.live = Live(Group(self.table, self.progress), console=console, refresh_per_second=8)
         self.task = None
         self.spinner = None
+
+    def _table(self) -> Table:
+        table = Table(title=self.title, title_justify="left")
+        for col in self.COLUMNS:
+            table.add_column(col, justify="right")
+        hidden = self.epochs_shown - len(self.rows)
+        if hidden:
+            first = int(self.rows[0][0])
+            table.add_row(f"{first - hidden}–{first - 1}", *["…"] * (len(self.COLUMNS) - 1), style="dim")
+            table.caption = f"{hidden} earlier epochs not shown (see the metrics file)"
+        for row in self.rows:
+            table.add_row(*row)
+        return table
 
     def status(self, message: str) -> None:
         """A transient spinner (nothing when output is not a terminal) until the first epoch starts."""
@@ -90,8 +107,11 @@ class TrainDisplay(Callbacks):
         self.progress.update(self.task, completed=batches_done, loss=loss, acc=accuracy, rate=rate)
 
     def epoch_end(self, m):
-        self.table.add_row(str(m["epoch"]), _num(m["loss"]), _pct(m["accuracy"]), _num(m["val_loss"]),
-                           _pct(m["val_accuracy"]), f"{m['seconds']:.2f}")
+        self.rows.append((str(m["epoch"]), _num(m["loss"]), _pct(m["accuracy"]), _num(m["val_loss"]),
+                          _pct(m["val_accuracy"]), f"{m['seconds']:.2f}"))
+        self.epochs_shown += 1
+        self.table = self._table()
+        self.live.update(Group(self.table, self.progress))
 
     def close(self):
         self._stop_spinner()
@@ -111,8 +131,8 @@ def render_train_result(result: dict, console: Console = out) -> None:
     console.print(f"Test accuracy [bold]{_pct(result['test_accuracy'])}[/bold], "
                   f"test loss {_num(result['test_loss'])} ({result['device']})")
     console.print(f"Checkpoint saved to [bold]{escape(result['checkpoint'])}[/bold]", soft_wrap=True)
-    limit = f" --limit {result['recipe']['limit']}" if result["recipe"].get("limit") else ""
-    console.print(f"Evaluate it later with: rmsprop evaluate {escape(result['checkpoint'])}{limit}", soft_wrap=True)
+    console.print(f"Evaluate it later with: {escape(evaluate_command(result['checkpoint'], result['recipe'].get('limit')))}",
+                  soft_wrap=True, highlight=False)
 
 
 def render_evaluation(result: dict, console: Console = out) -> None:

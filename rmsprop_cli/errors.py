@@ -4,6 +4,13 @@ They are raised deep in the library and turned into a one-line message and an
 exit code only at the CLI edge (``cli.py``). Each type carries its exit code.
 """
 
+import os
+import shlex
+import signal
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+
 
 class RmspropError(Exception):
     """Base of every error a user can cause or fix; the message is for them."""
@@ -44,6 +51,38 @@ class OutputError(RmspropError):
     exit_code = 5
 
 
+class OutputBusy(OutputError):
+    """Another live run holds the lock on the checkpoint we were asked to write.
+
+    75 is EX_TEMPFAIL (sysexits.h): the same command can succeed once the other run ends."""
+
+    exit_code = 75
+
+
+@contextmanager
+def path_errors(error: type, path, doing: str, hint: str = ""):
+    """The one place an OSError on a user's path (a name too long, no permission, a
+    symlink loop, a full or read-only disk) becomes `error` with one line that says
+    what was being done to which path, instead of a traceback."""
+    try:
+        yield
+    except OSError as e:
+        from .paths import os_reason
+
+        raise error(f"cannot {doing} {path}: {os_reason(e)}" + (f"; {hint}" if hint else "")) from None
+
+
+def shell_command(*args) -> str:
+    """A command line the user can paste: each argument quoted for their shell
+    (POSIX quoting; cmd.exe's rules on Windows), and a path (an os.PathLike
+    argument) that starts with '-' written ./-path so that it is not read as an option."""
+    args = [os.path.join(".", os.fspath(a)) if isinstance(a, os.PathLike) and os.fspath(a).startswith("-")
+            else os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    if os.name == "nt":
+        return subprocess.list2cmdline(args)
+    return " ".join(shlex.quote(a) for a in args)
+
+
 class DeviceError(RmspropError):
     """--device cuda on a machine where CUDA cannot be used; the message says why and what to do."""
 
@@ -63,17 +102,42 @@ class TrainingDiverged(RmspropError):
         )
 
 
+def stopped_by(signum: int) -> tuple[str, int]:
+    """The label and exit code of a stop by this signal: 128 + its number, as a shell reports a death by it."""
+    return ("Interrupted" if signum == signal.SIGINT else f"Terminated ({signal.Signals(signum).name})",
+            128 + signum)
+
+
 class Interrupted(RmspropError):
-    """The user stopped training; a resumable checkpoint was saved first."""
+    """SIGINT (Ctrl-C) or SIGTERM stopped training; a loadable checkpoint was saved first.
+
+    Exit code 130 for SIGINT, 143 for SIGTERM.  With `evaluate` (the command that
+    evaluates it), training had finished and only the test evaluation was skipped."""
 
     exit_code = 130
 
     label = "Interrupted"
 
-    def __init__(self, path, epoch: int, batch: int, n_batches: int):
-        self.path = path
+    def __init__(self, path, epoch: int, batch: int, n_batches: int, signum: int = signal.SIGINT,
+                 evaluate: str | None = None):
+        self.path, self.signum = path, signum
+        self.label, self.exit_code = stopped_by(signum)
+        if evaluate is not None:
+            super().__init__(f"stopped after the last epoch ({epoch - 1}), before the test evaluation: the trained "
+                             f"model is saved to {path}, not evaluated; evaluate it with: {evaluate}")
+            return
         where = f"after epoch {epoch - 1}" if batch == 0 else f"in epoch {epoch} after batch {batch} of {n_batches}"
-        super().__init__(f"stopped {where}; saved to {path}; resume with: rmsprop train --resume {path}")
+        super().__init__(f"stopped {where}; saved to {path}; resume with: "
+                         f"{shell_command('rmsprop', 'train', '--resume', Path(path))}")
+
+
+class StoppedAtOnce(KeyboardInterrupt):
+    """SIGINT or SIGTERM before training started: nothing had been trained, so nothing is saved."""
+
+    def __init__(self, signum: int):
+        self.signum = signum
+        self.label, self.exit_code = stopped_by(signum)
+        super().__init__("stopped before training started; nothing was trained or saved")
 
 
 class ImageError(DataError):

@@ -9,7 +9,7 @@ import numpy as np
 from . import checkpoint, model
 from .backends import make_backend, resolve_device
 from .config import build_recipe
-from .errors import ConfigError, OutputError
+from .errors import ConfigError, OutputError, path_errors
 from .optim import Optimizer
 from .train import Callbacks, Dataset, default_output, fit
 
@@ -29,9 +29,7 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
         raise ConfigError("--optimizers lists no optimizer")
     recipes = {n: build_recipe({**options, "optimizer": n, "lr": lrs.get(n, DEFAULT_LR[n])}) for n in names}
     first = recipes[names[0]]
-    figure = Path(output) if output is not None else default_output(first).with_name("compare.png")
-    if figure.suffix.lower() != ".png":
-        figure = figure / "compare.png"
+    figure = figure_path(output, "compare.png") if output is not None else default_output(first).with_name("compare.png")
     checkpoint.check_writable(figure, 2**20)
 
     d = Dataset.load(first, data_dir, mirrors, reporter)
@@ -73,12 +71,32 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
     return result
 
 
+def figure_path(output: Path, name: str) -> Path:
+    """Where --output puts a figure: a .png file, or `name` inside a folder; refused
+    when that would replace anything but a PNG (a checkpoint, a user's other file).
+    A name with another suffix (.safetensors, .jpg, .csv) is refused rather than
+    taken for a folder to make."""
+    output = Path(output)
+    with path_errors(OutputError, output, "write", checkpoint.WRITE_HINT):
+        is_folder = output.is_dir()
+    if is_folder:
+        output = output / name
+    elif output.suffix.lower() != ".png" and output.suffix:
+        raise ConfigError(f"--output {output}: a figure is a .png file (or a folder to put {name} in)")
+    elif output.suffix.lower() != ".png":
+        output = output / name
+    checkpoint.check_replaceable(output, "a PNG image", checkpoint.is_png)
+    return output
+
+
 def plot(path: Path, output: Path | None = None) -> Path:
-    """Everything `rmsprop plot` does: a checkpoint's training curves as a PNG."""
+    """Everything `rmsprop plot` does: a checkpoint's training curves as a PNG,
+    `<stem>.curves.png` beside the checkpoint unless output says otherwise."""
     from .plots import plot_history
 
     ckpt = checkpoint.load(path)
-    out = Path(output) if output is not None else Path(path).with_name("curves.png")
+    path = Path(path)
+    out = figure_path(output if output is not None else path.parent, f"{path.stem}.curves.png")
     r = ckpt.recipe
     return plot_history(ckpt.history, out, f"{'-'.join(map(str, r.sizes))}, {r.optimizer} lr {r.lr:g}, "
                                            f"batch {r.batch_size}")

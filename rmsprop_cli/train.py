@@ -7,12 +7,14 @@ check); each chunk is one compiled call into the backend.
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import itertools
 import math
+import os
 import signal
 import threading
 import time
-from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,11 +24,13 @@ import numpy as np
 from . import checkpoint, data, model
 from .backends import make_backend, resolve_device
 from .config import Recipe, build_recipe
-from .errors import CheckpointError, ConfigError, Interrupted, TrainingDiverged
+from .errors import (CheckpointError, ConfigError, Interrupted, OutputError, StoppedAtOnce, TrainingDiverged,
+                     path_errors, shell_command)
 from .optim import Optimizer
 
 UPDATES_PER_EPOCH = 40  # progress refreshes per epoch; each costs a return to Python
 METRICS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+METRICS_HEADER = ",".join(METRICS) + "\n"
 
 
 class Callbacks:
@@ -163,45 +167,130 @@ class EarlyStopping:
             self.backend.set_state(*self.best_state)
 
 
-@contextmanager
-def sigint_requests_stop():
-    """While active, the first Ctrl-C only raises a flag that training polls
-    between chunks (a compiled chunk cannot be interrupted half-way); a second
-    Ctrl-C aborts at once.  Yields the poll function."""
-    if threading.current_thread() is not threading.main_thread():
-        yield lambda: False
-        return
-    requested = threading.Event()
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM (timeout, docker stop, Slurm, systemd, CI runners)
+    as requests to stop, while the context is active.
 
-    def handler(signum, frame):
-        if requested.is_set():
-            raise KeyboardInterrupt
-        requested.set()
+    Until `training` is set, either stops at once (StoppedAtOnce, a KeyboardInterrupt):
+    nothing is trained yet, so nothing is lost.  From the first batch on, the first
+    one only records itself (`signum`); training polls the object between chunks (a
+    compiled chunk cannot be interrupted anyway), saves the position reached and
+    raises Interrupted.  Later ones are absorbed, so that no save, no bookkeeping
+    and no final message is ever cut short; kill -9 remains the way to abort.
+    Outside the main thread, where Python has no signal handlers, it never fires.
 
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield requested.is_set
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    With `then_ignore` (a process that ends with the command: the console script),
+    the signals are ignored once the context ends instead of handed back: the work
+    is done and reported, and a signal during the interpreter's shutdown (tens of
+    milliseconds, with Numba loaded) would otherwise kill it with SIGINT's status.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, then_ignore: bool = False):
+        self.signum: int | None = None
+        self.training = False
+        self.then_ignore = then_ignore
+        self._previous = {}
+
+    def __call__(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame):
+        if not self.training:
+            raise StoppedAtOnce(signum)
+        if self.signum is None:
+            self.signum = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self._previous.items():
+            signal.signal(s, signal.SIG_IGN if self.then_ignore else handler)
+        self._previous.clear()
+
+
+def _stopped_by_signals(run):
+    """run(stop=None) stops on SIGINT and SIGTERM for its whole length (StopSignals)."""
+    @functools.wraps(run)
+    def wrapper(*args, stop=None, **kwargs):
+        if stop is not None:
+            return run(*args, stop=stop, **kwargs)
+        with StopSignals() as signals:
+            return run(*args, stop=signals, **kwargs)
+    return wrapper
+
+
+def _signum(stop) -> int:
+    """The signal that stopped the run (SIGINT when the stop came from a caller's function)."""
+    return getattr(stop, "signum", None) or signal.SIGINT
+
+
+def metrics_path(path: Path) -> Path:
+    """A checkpoint's own metrics file: `<stem>.metrics.csv` beside `<stem>.safetensors`."""
+    path = Path(path)
+    return path.with_name(path.stem + ".metrics.csv")
+
+
+def is_metrics(f) -> bool:
+    """Whether an open file is a metrics file that train wrote (it starts with our header)."""
+    return f.read(len(METRICS_HEADER)) == METRICS_HEADER.encode()
+
+
+def _metrics_rows(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS, lineterminator="\n")
+    for m in history:
+        writer.writerow({k: "" if m[k] is None else m[k] for k in METRICS})
+    return out.getvalue()
 
 
 def write_metrics(path: Path, history: list[dict]) -> None:
-    """The per-epoch metrics as CSV beside the checkpoint, rewritten whole after each epoch."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRICS, lineterminator="\n")
-    writer.writeheader()
-    for m in history:
-        writer.writerow({k: "" if m[k] is None else m[k] for k in METRICS})
-    checkpoint.atomic_write(path.with_name("metrics.csv"), out.getvalue().encode())
+    """The checkpoint's metrics file, written whole and atomically: at the start of a
+    run, so that it holds exactly the epochs of the checkpoint it continues."""
+    checkpoint.atomic_write(metrics_path(path), (METRICS_HEADER + _metrics_rows(history)).encode())
+
+
+def append_metrics(path: Path, metrics: dict) -> None:
+    """One epoch's row appended to the metrics file: the same cost at epoch 10 as at epoch
+    10 million.  Not fsynced: the checkpoint is the record; its next --resume rewrites
+    this file from the checkpoint's history, a row torn by a crash included."""
+    target = metrics_path(path)
+    with path_errors(OutputError, target, "write", checkpoint.WRITE_HINT), open(target, "a") as f:
+        if f.tell() == 0:   # removed while we ran
+            f.write(METRICS_HEADER)
+        f.write(_metrics_rows([metrics]))
+
+
+def evaluate_command(path, limit: int | None) -> str:
+    """The command that evaluates a checkpoint as train did, quoted for the user's shell."""
+    return shell_command("rmsprop", "evaluate", Path(path), *(("--limit", limit) if limit else ()))
 
 
 def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    return root / f"{stamp}-{recipe.describe()}" / "model.safetensors"
+    """model.safetensors in a new run folder, `runs/<time>-<recipe>-seed<seed>`, made here.
+
+    mkdir is atomic: when the folder exists (another run started in the same second
+    with the same recipe and seed), -2, -3, ... is tried, so no two runs ever share one."""
+    base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.describe()}-seed{recipe.seed}"
+    with path_errors(OutputError, root, "make a run folder in", "give --output"):
+        root.mkdir(parents=True, exist_ok=True)
+        for n in itertools.count(1):
+            folder = root / (base if n == 1 else f"{base}-{n}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            return folder / "model.safetensors"
 
 
 def resolve_output(output: Path | None, recipe: Recipe) -> Path:
-    """--output may name the checkpoint file or a folder to put model.safetensors in."""
+    """--output may name the checkpoint file or a folder to put model.safetensors in;
+    without it, a new run folder is made (default_output)."""
     if output is None:
         return default_output(recipe)
     output = Path(output)
@@ -210,6 +299,7 @@ def resolve_output(output: Path | None, recipe: Recipe) -> Path:
     return output
 
 
+@_stopped_by_signals
 def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, output: Path | None = None,
         reporter=None, callbacks: Callbacks | None = None, resume: Path | None = None,
         checkpoint_every: int | None = None, early_stopping: int | None = None, stop=None) -> dict:
@@ -217,9 +307,11 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
 
     options are the recipe's fields as the user gave them (None: not given).
     With resume, the run continues the checkpoint's (see build_recipe) and
-    writes to it unless output says otherwise.  stop is
-    polled between chunks; by default Ctrl-C sets it.  When it fires, the
-    position reached is saved and Interrupted is raised.
+    writes to it unless output says otherwise.  stop is polled between
+    chunks; by default SIGINT (Ctrl-C) and SIGTERM set it (StopSignals).  When
+    it fires, the position reached is saved and Interrupted is raised.  The
+    checkpoint is locked (OutputLock) from before any check until the return:
+    a second writer of it gets OutputBusy.
     """
     cb = callbacks or Callbacks()
     device, _ = resolve_device(device)
@@ -244,8 +336,32 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     if early_stopping is not None and recipe.val_split == 0:
         raise ConfigError("--early-stopping needs a validation set: use --val-split above 0")
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
+    try:
+        with checkpoint.OutputLock(path):
+            _claim(path, recipe)
+            return _train(recipe, resumed, resume, path, device, data_dir, mirrors, reporter, cb, checkpoint_every,
+                          early_stopping, stop)
+    finally:
+        if output is None and resume is None:   # a run folder made for this run: gone if the run left nothing
+            try:
+                os.rmdir(path.parent)
+            except OSError:
+                pass
+
+
+def _claim(path: Path, recipe: Recipe) -> None:
+    """Make `path` (whose OutputLock we hold) ready to be written: dead writers' temporaries
+    removed, nothing of another kind in the way, room for the checkpoint."""
+    for target in (path, metrics_path(path)):
+        checkpoint.remove_dead_temporaries(target)
+    checkpoint.check_replaceable(path, "an rmsprop-cli checkpoint", checkpoint.is_checkpoint)
+    checkpoint.check_replaceable(metrics_path(path), "a metrics file that rmsprop train wrote", is_metrics)
     checkpoint.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(Optimizer(recipe, 1).state_names)))
 
+
+def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirrors, reporter, cb: Callbacks,
+           checkpoint_every, early_stopping, stop) -> dict:
+    """run() once its options are checked and its output claimed."""
     d = Dataset.load(recipe, data_dir, mirrors, reporter)
     X_train, y_train, X_val, y_val = d.X_train, d.y_train, d.X_val, d.y_val
     test_images, test_labels = d.test_images, d.test_labels
@@ -284,29 +400,35 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
         steps = (pos.epoch - 1) * n_batches + pos.batch
         checkpoint.save(path, checkpoint.Checkpoint(recipe, backend.params(), backend.optimizer_state(), history,
                                                     {**info, "steps": steps, "position": pos.to_dict(), **extra}))
-        write_metrics(path, history)
 
     stopper = EarlyStopping(early_stopping, backend) if early_stopping else None
 
     def after_epoch(history, pos):
+        append_metrics(path, history[-1])
         if checkpoint_every and history[-1]["epoch"] % checkpoint_every == 0:
             save(history, pos)
-        else:
-            write_metrics(path, history)
         return stopper is not None and stopper(history)
 
-    with (nullcontext(stop) if stop is not None else sigint_requests_stop()) as poll:
-        history, pos, finished = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb, history, pos,
-                                     poll, after_epoch)
+    write_metrics(path, history)   # the epochs of the checkpoint this run continues, and no others
+    if isinstance(stop, StopSignals):
+        stop.training = True   # from the first batch on, a signal saves before it stops
+    history, pos, finished = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb, history, pos,
+                                 stop, after_epoch)
     if not finished:
         save(history, pos)
-        raise Interrupted(path, pos.epoch, pos.batch, n_batches)
+        raise Interrupted(path, pos.epoch, pos.batch, n_batches, _signum(stop))
     extra = {}
     if stopper is not None and stopper.stopped:
         stopper.restore()
         extra = {"early_stopping": {"stopped_after_epoch": len(history), "best_epoch": stopper.best_epoch,
                                     "best_val_loss": stopper.best_loss}}
+    if stop():  # during the last chunk or validation: keep the finished run, skip the test evaluation
+        save(history, pos, **extra)
+        raise Interrupted(path, pos.epoch, 0, n_batches, _signum(stop),
+                          evaluate=evaluate_command(path, recipe.limit))
 
+    # A signal from here on is absorbed (StopSignals): the evaluation, a compiled call, is finished and
+    # saved, and the caller says that the run completed.
     test_loss, test_correct, _ = backend.evaluate(test_images, test_labels)
     result = {
         "test_accuracy": test_correct / len(test_images),

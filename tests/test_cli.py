@@ -190,7 +190,7 @@ def test_default_output_goes_under_runs(data_dir, tmp_path, monkeypatch):
     result = invoke("train", "--limit", "100", "--epochs", "1", "--hidden", "4", "--data-dir", data_dir, "--json")
     assert result.exit_code == 0, result.output
     path = json.loads(result.stdout)["checkpoint"]
-    assert path.startswith("runs/") and path.endswith("-b32/model.safetensors")
+    assert path.startswith("runs/") and path.endswith("-b32-seed0/model.safetensors")
     assert (tmp_path / path).is_file()
 
 
@@ -229,7 +229,7 @@ def test_read_only_output_fails_before_training(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tempfile, "mkstemp", read_only)  # root ignores chmod, so simulate the file system
     result = invoke("train", "--output", tmp_path / "o", "--data-dir", tmp_path / "d", "--mirror", dead_url())
-    assert_user_error(result, 5, "Read-only file system", "choose another --output")
+    assert_user_error(result, 5, "read-only file system", "choose another --output")
 
 
 @pytest.mark.parametrize("args,words", [

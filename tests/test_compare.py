@@ -61,6 +61,6 @@ def test_plot_writes_the_curves_beside_the_checkpoint(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     result = invoke("plot", tmp_path / "model.safetensors")
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "model.curves.png").read_bytes()[:4] == b"\x89PNG"
     result = invoke("plot", tmp_path / "missing.safetensors")
     assert result.exit_code == 4 and "does not exist" in result.stderr

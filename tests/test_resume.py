@@ -1,4 +1,4 @@
-"""Runs that stop and continue: Ctrl-C, --resume, --checkpoint-every, --early-stopping, metrics.csv."""
+"""Runs that stop and continue: Ctrl-C, --resume, --checkpoint-every, --early-stopping, the metrics file."""
 
 import csv
 import os
@@ -73,7 +73,7 @@ def test_finished_run_continues_with_more_epochs(data_dir, tmp_path, uninterrupt
 def test_metrics_csv_beside_the_checkpoint(data_dir, tmp_path, uninterrupted):
     path = tmp_path / "model.safetensors"
     result = _run(data_dir, path)
-    with open(tmp_path / "metrics.csv") as f:
+    with open(tmp_path / "model.metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
     assert float(rows[2]["val_accuracy"]) == result["epochs"][2]["val_accuracy"]
@@ -156,7 +156,7 @@ def test_ctrl_c_saves_and_exits_130(data_dir, tmp_path):
     out = tmp_path / "model.safetensors"
     proc = _start_long_run(data_dir, out)
     try:
-        assert _wait_for(lambda: (tmp_path / "metrics.csv").exists(), 120), proc.stderr.read()
+        assert _wait_for(lambda: (tmp_path / "model.metrics.csv").exists(), 120), proc.stderr.read()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
