@@ -321,10 +321,10 @@ class _Part:
         if self.kept is not None:
             self.kept += data
 
-    def content(self) -> bytes:
+    def content(self) -> bytes | bytearray:
         """What was written (at most the file's published size, so it fits in memory)."""
         if self.kept is not None:
-            return bytes(self.kept)
+            return self.kept  # not copied: a bytearray serves wherever bytes do here
         self.file.flush()
         with open(self.tmp, "rb") as f:
             return f.read()

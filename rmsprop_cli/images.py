@@ -25,13 +25,17 @@ MAX_IDX_BYTES = 64 * 2**20    # an IDX file decompressed (MNIST's largest is 47,
 MAX_PIXELS = 50_000_000       # an image's width x height (a 48-megapixel photo fits)
 WORK_SIDE = 2048              # larger images are first reduced (averaging pixels) to about this
 
+# Raster formats only: Pillow would hand EPS files to Ghostscript, an interpreter, if installed.
+FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP", "PPM", "QOI", "AVIF")
+FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM, QOI or AVIF"
+
 _GZIP = b"\x1f\x8b"
 _IDX_UBYTE = b"\x00\x00\x08"
 _IDX_OTHER = {0x09: "signed bytes", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
 
 
 def load_image(path: Path) -> np.ndarray:
-    """A PNG, JPEG or any image Pillow reads -> uint8 (28, 28), white digit on black."""
+    """A PNG, JPEG or other raster image (FORMATS) -> uint8 (28, 28), white digit on black."""
     return decode_image(read_input(path), str(path))
 
 
@@ -49,13 +53,15 @@ def decode_image(blob: bytes, name: str) -> np.ndarray:
     from PIL import Image, ImageOps
 
     limit = f"this tool reads images of up to {_megapixels(MAX_PIXELS)}; scale it down first"
+    Image.init()
+    known = [f for f in FORMATS if f in Image.OPEN]  # this Pillow's build may lack some (AVIF)
     limit_was = Image.MAX_IMAGE_PIXELS
     try:
         # Pillow warns above its own limit (89 megapixels) and refuses above twice that, without
         # saying the size; ours is lower and checked below, with the size in hand, before decoding.
         Image.MAX_IMAGE_PIXELS = None
         try:
-            im = Image.open(io.BytesIO(blob))
+            im = Image.open(io.BytesIO(blob), formats=known)
         except MemoryError:
             raise
         except Exception:  # UnidentifiedImageError mostly; a plugin may raise its own on a bad header
@@ -64,8 +70,7 @@ def decode_image(blob: bytes, name: str) -> np.ndarray:
                                  "unsigned bytes (type 0x08, as MNIST's) hold images this tool reads") from None
             if blob[:2] == _GZIP:
                 raise ImageError(f"{name} is a gzip file, but not of an IDX image file") from None
-            raise ImageError(f"{name} is not an image this tool can read "
-                             "(PNG, JPEG or another format Pillow knows)") from None
+            raise ImageError(f"{name} is not an image this tool can read ({FORMAT_NAMES})") from None
         with im:
             w, h = im.size
             if w * h > MAX_PIXELS:

@@ -108,8 +108,9 @@ def read_bounded(path, what: str, limit: int, timeout: float | None = None,
     if stat.S_ISREG(st.st_mode) and st.st_size > limit:
         raise error(f"{what} {path} is {st.st_size / 2**20:.1f} MiB, larger than {limit / 2**20:g} MiB, "
                     "the most this tool reads")
-    # O_NONBLOCK: opening a FIFO that no one writes to returns at once instead of blocking.
-    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | (os.O_NONBLOCK if is_pipe else 0)
+    # O_NONBLOCK: opening a FIFO that no one writes to returns at once instead of blocking (also
+    # one that replaced the file just looked at); regular files ignore it.
+    flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags)
     except OSError as e:

@@ -28,6 +28,11 @@ def find_mnist() -> Path | None:
     return None
 
 
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that gave up early, as they should
+        pass
+
+
 class _QuietHandler(SimpleHTTPRequestHandler):
     def log_message(self, format, *args):  # keep pytest output clean
         pass
@@ -52,7 +57,7 @@ def serve_folder(path: Path | str, fail_first: int = 0) -> Iterator[str]:
             else:
                 super().do_GET()
 
-    with _running(ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(path)))) as url:
+    with _running(_Server(("127.0.0.1", 0), functools.partial(Handler, directory=str(path)))) as url:
         yield url
 
 
@@ -181,7 +186,7 @@ def serve_behaviour(routes: dict[str, Behaviour], default: Behaviour | None = No
         def log_message(self, format, *args):
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = _Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     server.block_on_close = False  # behaviours end by themselves, or when ``stop`` is set
     with _running(server, stop) as url:

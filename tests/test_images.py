@@ -127,3 +127,21 @@ def test_predict_errors(model, data_dir, tmp_path, make, args, words):
     result = _predict(model, *args)
     assert result.exit_code == 3, result.output
     assert words in result.stderr and "\n" not in result.stderr.strip()
+
+
+def test_16_bit_grayscale_is_scaled_not_clipped(tmp_path):
+    page = np.full((100, 60), 50000, np.uint16)
+    page[20:80, 25:35] = 20000  # both above 255: clipped to 8 bits they would be one grey
+    Image.fromarray(page).save(tmp_path / "deep.png")
+    eight = np.uint8(np.round(page / 257.0))
+    Image.fromarray(eight).save(tmp_path / "eight.png")
+    out = load_image(tmp_path / "deep.png")
+    assert out.max() == 255
+    assert np.abs(out.astype(int) - load_image(tmp_path / "eight.png")).max() <= 2
+
+
+def test_vector_formats_are_not_read(tmp_path):
+    """EPS would be handed to Ghostscript, an interpreter, where it is installed."""
+    Image.new("L", (40, 40), 255).save(tmp_path / "d.eps")
+    with pytest.raises(ImageError, match=r"not an image this tool can read \(PNG, JPEG, GIF"):
+        load_image(tmp_path / "d.eps")
