@@ -646,48 +646,54 @@ def predict_proba(images, theta, sizes, acts, probs):
 
 
 @njit(**JIT)
-def evaluate_rows(images, y, lo, hi, theta, sizes, acts, deltas, labels, confusion):
-    """Loss sum and correct count over rows lo:hi of images, in blocks of the
-    buffers' height; confusion[true, pred] += 1 for each row."""
+def evaluate_rows(images, y, b0, b1, theta, sizes, acts, deltas, labels, confusion, block_loss):
+    """Blocks b0:b1 of images, a block being as many rows as the buffers hold:
+    each block's loss sum into block_loss[b], confusion[true, pred] += 1 for
+    each row; returns the correct count."""
     n_layers = sizes.size - 1
     rows = labels.size
-    loss_sum = 0.0
     correct = 0
-    for start in range(lo, hi, rows):
-        m = min(rows, hi - start)
+    for blk in range(b0, b1):
+        start = blk * rows
+        m = min(rows, images.shape[0] - start)
         x0 = act_view(acts, sizes, rows, 0)
         for r in range(m):
             load_row(images, start + r, x0[r])
             labels[r] = y[start + r]
         forward(theta, sizes, acts, rows, 0, m)
         z = act_view(acts, sizes, rows, n_layers)[:m]
-        loss, corr = softmax_xent(z, labels[:m], act_view(deltas, sizes, rows, n_layers)[:m], ONE)
-        loss_sum += loss
+        block_loss[blk], corr = softmax_xent(z, labels[:m], act_view(deltas, sizes, rows, n_layers)[:m], ONE)
         correct += corr
         for i in range(m):
             confusion[labels[i], np.argmax(z[i])] += 1
-    return loss_sum, correct
+    return correct
 
 
 @njit(**JIT_PARALLEL)
 def evaluate(images, y, theta, sizes, acts, deltas, labels, confusion):
     """Loss sum and correct count over all images; confusion[true, pred] += 1.
 
-    Rows are split into one contiguous range per shard, each on its own
-    thread with its own buffers and counts, summed at the end.  Weights are
-    only read here, so the threads share them without contention.  (The
+    Rows are split into one contiguous range of blocks per shard, each on its
+    own thread with its own buffers and counts.  The blocks' losses are summed
+    in block order at the end, so the loss is the same to the bit on any
+    number of threads.  Weights are only read here, so the threads share them
+    without contention.  (The
     shard's work is a separate function: array expressions written directly
     inside a prange body are turned into nested parallel loops, which gave
     wrong results.)
     """
-    n_shards = labels.shape[0]
-    losses = np.zeros(n_shards)
+    n_shards, rows = labels.shape
+    n_blocks = -(-images.shape[0] // rows)
+    block_loss = np.zeros(n_blocks)
     corrects = np.zeros(n_shards, np.int64)
     confusions = np.zeros((n_shards, confusion.shape[0], confusion.shape[1]), np.int64)
     for s in prange(n_shards):
-        lo, hi = share(images.shape[0], n_shards, s)
-        losses[s], corrects[s] = evaluate_rows(images, y, lo, hi, theta, sizes, acts[s], deltas[s], labels[s],
-                                               confusions[s])
+        b0, b1 = share(n_blocks, n_shards, s)
+        corrects[s] = evaluate_rows(images, y, b0, b1, theta, sizes, acts[s], deltas[s], labels[s], confusions[s],
+                                    block_loss)
+    loss = 0.0
+    for blk in range(n_blocks):
+        loss += block_loss[blk]
     for s in range(n_shards):
         confusion += confusions[s]
-    return losses.sum(), corrects.sum()
+    return loss, corrects.sum()
