@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import model, paths
+from . import model, paths, schema
 from .config import Recipe
 from .errors import CheckpointError, ConfigError, OutputBusy, OutputError, path_errors
 
@@ -351,15 +351,7 @@ def load(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} has checkpoint format {version}, newer than this rmsprop-cli reads ({FORMAT_VERSION}); "
             "upgrade with: pip install -U rmsprop-cli")
-    try:
-        recipe = Recipe.from_dict(json.loads(metadata["recipe"]))
-        history = json.loads(metadata.get("history", "[]"))
-        info = json.loads(metadata.get("info", "{}"))
-        if not isinstance(info, dict) or not isinstance(history, list) or not all(
-                isinstance(m, dict) and METRIC_KEYS <= set(m) for m in history):
-            raise ValueError("the history or info is not what rmsprop-cli writes")
-    except (KeyError, ValueError, TypeError, AttributeError, ConfigError) as e:
-        raise CheckpointError(f"{path} has damaged metadata: {e}") from None
+    recipe, history, info = schema.read(path, metadata)   # the whole metadata, against one schema
     if (recipe.n_inputs, recipe.n_classes) != (784, 10):
         # The kernels index arrays by these without bounds checks: never trust them from a file.
         raise CheckpointError(f"{path} is for {recipe.n_inputs} inputs and {recipe.n_classes} classes; "

@@ -266,9 +266,9 @@ def evaluate(
     with _user_errors():
         from . import inference
 
-        if limit is not None and limit < 1:
-            from .errors import ConfigError
-            raise ConfigError(f"--limit must be at least 1; got {limit}")
+        from .config import check_option
+
+        check_option("limit", limit)
         result = inference.evaluate(checkpoint, device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None,
                                    limit=limit, reporter=None if json_ else _reporter(False))
         if json_:

@@ -30,7 +30,86 @@ CUDA_JIT = {"cache": True, "fastmath": False}
 CUDA_DEVICE = {"device": True, "fastmath": False}
 
 EPS_PLACEMENTS = ("inside", "outside")
-F32_MAX = float(np.finfo(np.float32).max)
+F32_MAX = float(np.finfo(np.float32).max)      # 3.4e38
+F32_TINY = float(np.finfo(np.float32).tiny)    # 1.2e-38, the smallest normal float32
+MNIST_TRAIN_IMAGES = 60_000
+
+# The bounds of every whole-number option and recipe field, in one table.
+# Counts stop at 2**31 - 1 so that the products the kernels form from two of
+# them (a run's steps, epochs x batches; a layer's weights, width x width) stay
+# exact in int64, and a step number stays exact in the float64 vector of
+# hyperparameters the kernels read.  The seed only seeds numpy's generator.
+INT_MAX = 2**31 - 1
+INTEGERS: dict[str, tuple[int, int]] = {
+    "epochs": (1, INT_MAX), "batch_size": (1, INT_MAX), "seed": (0, 2**63 - 1), "limit": (1, INT_MAX),
+    "hidden": (1, INT_MAX), "warmup_steps": (0, INT_MAX), "decay_steps": (1, INT_MAX),
+    "n_inputs": (1, INT_MAX), "n_classes": (1, INT_MAX),
+    # options that are not part of the recipe
+    "checkpoint_every": (1, INT_MAX), "early_stopping": (1, INT_MAX),
+}
+MAX_HIDDEN_LAYERS = 100
+
+# Every real-valued option, by what the kernels do with it in float32.  A value
+# that float32 rounds to 0, to 1 or to infinity, or to a denormal (which the
+# kernels flush or compute slowly), is not the value asked for: refuse it.
+POSITIVE = "a positive number that float32 can hold (1.2e-38 to 3.4e38)"
+NONNEGATIVE = "0 or a positive number that float32 can hold (1.2e-38 to 3.4e38)"
+FRACTION = "in [0, 1) and below 1 in float32 (0, or 1.2e-38 to 0.99999994)"
+RATE = "in (0, 1] and not 0 in float32 (1.2e-38 to 1)"
+SPLIT = "in [0, 1)"
+FLOATS: dict[str, str] = {
+    "lr": POSITIVE, "eps": POSITIVE, "rho": FRACTION, "momentum": FRACTION, "beta1": FRACTION, "beta2": FRACTION,
+    "weight_decay": NONNEGATIVE, "initial_accumulator": NONNEGATIVE, "clip_norm": POSITIVE,
+    "clip_value": POSITIVE, "decay_rate": RATE, "val_split": SPLIT,
+}
+
+
+def option(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def shown(value) -> str:
+    """A value for a message, cut short if it is long (a number of 400 digits, a long string)."""
+    text = repr(value) if isinstance(value, str) else str(value)
+    return text if len(text) <= 40 else f"{text[:24]}... ({len(text)} characters)"
+
+
+def integer_problem(name: str, value) -> str | None:
+    """Why `value` is not a valid whole number for option `name` (INTEGERS), or None."""
+    lo, hi = INTEGERS[name]
+    if type(value) is not int or not lo <= value <= hi:
+        return f"must be a whole number from {lo} to {hi}; got {shown(value)}"
+    return None
+
+
+def float_problem(name: str, value) -> str | None:
+    """Why `value` is not valid for option `name` in the float32 arithmetic of the kernels (FLOATS), or None."""
+    kind = FLOATS[name]
+    if type(value) not in (int, float):
+        return f"must be a number; got {shown(value)}"
+    try:
+        x = float(value)
+    except OverflowError:  # an int beyond float64
+        return f"must be {kind}; got {shown(value)}"
+    if kind == SPLIT:
+        return None if 0 <= x < 1 else f"must be {kind}; got {shown(value)}"
+    if not (abs(x) <= F32_MAX):  # also NaN; np.float32 of a larger number would warn and give inf
+        return f"must be {kind}; got {shown(value)}"
+    f = np.float32(x)
+    ok = {POSITIVE: x > 0 and f >= F32_TINY,
+          NONNEGATIVE: x == 0 or (x > 0 and f >= F32_TINY),
+          FRACTION: x == 0 or (0 < x < 1 and F32_TINY <= f < 1),
+          RATE: 0 < x <= 1 and f >= F32_TINY}[kind]
+    return None if ok else f"must be {kind}; got {value}"
+
+
+def check_option(name: str, value) -> None:
+    """Raise ConfigError unless `value` (None: not given) is within the bounds of option `name`."""
+    if value is None:
+        return
+    problem = integer_problem(name, value) if name in INTEGERS else float_problem(name, value)
+    if problem:
+        raise ConfigError(f"{option(name)} {problem}")
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
@@ -42,11 +121,22 @@ def parse_hidden(text: str) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise ConfigError(
-            f"--hidden must be comma-separated layer widths such as 128,64; got {text!r}"
+            f"--hidden must be comma-separated layer widths such as 128,64; got {text[:100]!r}"
         ) from None
-    if any(s < 1 for s in sizes):
-        raise ConfigError(f"--hidden layer widths must be at least 1; got {text!r}")
+    _check_hidden(sizes)
     return sizes
+
+
+def _check_hidden(sizes) -> None:
+    lo, hi = INTEGERS["hidden"]
+    if len(sizes) > MAX_HIDDEN_LAYERS:
+        raise ConfigError(f"--hidden gives {len(sizes)} layers; at most {MAX_HIDDEN_LAYERS} are allowed")
+    for s in sizes:
+        if type(s) is not int or not lo <= s <= hi:
+            raise ConfigError(f"--hidden layer widths must be whole numbers from {lo} to {hi}; got {shown(s)}")
+
+
+CHOICES = {"eps_placement": EPS_PLACEMENTS}
 
 
 @dataclass(frozen=True)
@@ -84,81 +174,62 @@ class Recipe:
     beta2: float = 0.999
 
     def __post_init__(self):
-        object.__setattr__(self, "hidden", tuple(int(h) for h in self.hidden))
+        if isinstance(self.hidden, (list, tuple)):
+            object.__setattr__(self, "hidden", tuple(self.hidden))
         self.validate()
 
     @property
     def sizes(self) -> tuple[int, ...]:
         return (self.n_inputs, *self.hidden, self.n_classes)
 
+    @property
+    def n_train(self) -> int:
+        """Training images of an MNIST run: the first --limit of the 60,000, less the validation split."""
+        n = MNIST_TRAIN_IMAGES if self.limit is None else min(self.limit, MNIST_TRAIN_IMAGES)
+        return int(math.floor(n * (1.0 - self.val_split)))
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return -(-self.n_train // self.batch_size)
+
     def validate(self) -> None:
+        """Every field against its bounds (INTEGERS, FLOATS), then the fields against each other."""
+        from .optim import OPTIMIZERS, SCHEDULES
+
         def bad(msg: str):
             raise ConfigError(msg)
 
-        for name in ("epochs", "batch_size", "seed", "warmup_steps", "n_inputs", "n_classes"):
-            if type(getattr(self, name)) is not int:
-                bad(f"--{name.replace('_', '-')} must be a whole number; got {getattr(self, name)!r}")
-        for name in ("lr", "rho", "eps", "val_split", "momentum", "weight_decay", "decay_rate", "beta1", "beta2"):
-            if type(getattr(self, name)) not in (int, float):
-                bad(f"--{name.replace('_', '-')} must be a number; got {getattr(self, name)!r}")
-        if self.seed < 0:
-            bad(f"--seed must be 0 or more; got {self.seed}")
-        # The kernels compute in float32: a value that rounds to 0, 1 or infinity there is not the one asked for.
-        if not (0 < self.lr <= F32_MAX and np.float32(self.lr) > 0):
-            bad(f"--lr must be a positive number that float32 can hold (1e-38 to 3e38); got {self.lr}")
-        if not (0 < self.eps <= F32_MAX and np.float32(self.eps) > 0):
-            bad(f"--eps must be a positive number that float32 can hold (1e-38 to 3e38); got {self.eps}")
-        if not (np.float32(self.rho) < 1):
-            bad(f"--rho must be in [0, 1) and below 1 in float32 (at most 0.99999994); got {self.rho}")
-        if self.limit is not None and type(self.limit) is int and self.limit >= 1 and 0 <= self.val_split < 1 \
-                and math.floor(self.limit * (1.0 - self.val_split)) == 0:
-            bad(f"no training images left: --limit {self.limit} with --val-split {self.val_split}")
+        choices = {**CHOICES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "hidden":
+                if type(value) is not tuple:
+                    bad(f"--hidden must be a list of layer widths; got {shown(value)}")
+                _check_hidden(value)
+            elif f.name in choices:
+                if value not in choices[f.name]:
+                    bad(f"{option(f.name)} must be one of {', '.join(choices[f.name])}; got {shown(value)}")
+            elif isinstance(f.default, bool):
+                if type(value) is not bool:
+                    bad(f"{option(f.name)} is a flag, true or false; got {shown(value)}")
+            elif not (f.default is None and value is None):
+                problem = integer_problem(f.name, value) if f.name in INTEGERS else float_problem(f.name, value)
+                if problem:
+                    bad(f"{option(f.name)} {problem}")
 
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            bad(f"--lr must be a positive number; got {self.lr}")
-        if not (0 <= self.rho < 1):
-            bad(f"--rho must be in [0, 1); got {self.rho}")
-        if not (self.eps > 0 and math.isfinite(self.eps)):
-            bad(f"--eps must be a positive number; got {self.eps}")
-        if self.eps_placement not in EPS_PLACEMENTS:
-            bad(f"--eps-placement must be 'inside' or 'outside'; got {self.eps_placement!r}")
-        if self.batch_size < 1:
-            bad(f"--batch-size must be at least 1; got {self.batch_size}")
-        if self.epochs < 1:
-            bad(f"--epochs must be at least 1; got {self.epochs}")
-        if not (0 <= self.val_split < 1):
-            bad(f"--val-split must be in [0, 1); got {self.val_split}")
-        if self.limit is not None and self.limit < 1:
-            bad(f"--limit must be at least 1; got {self.limit}")
-        if any(h < 1 for h in self.hidden):
-            bad(f"--hidden layer widths must be at least 1; got {self.hidden}")
-        from .optim import OPTIMIZERS, SCHEDULES
-
-        if self.optimizer not in OPTIMIZERS:
-            bad(f"--optimizer must be one of {', '.join(OPTIMIZERS)}; got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            bad(f"--schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
-        if not (0 <= self.momentum < 1):
-            bad(f"--momentum must be in [0, 1); got {self.momentum}")
         if self.nesterov and self.momentum == 0 and self.optimizer != "momentum":
             bad("--nesterov needs --momentum above 0")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            bad(f"--weight-decay must be 0 or more; got {self.weight_decay}")
-        if self.initial_accumulator is not None and not (self.initial_accumulator >= 0):
-            bad(f"--initial-accumulator must be 0 or more; got {self.initial_accumulator}")
-        for name in ("clip_norm", "clip_value"):
-            value = getattr(self, name)
-            if value is not None and not (value > 0 and math.isfinite(value)):
-                bad(f"--{name.replace('_', '-')} must be a positive number; got {value}")
-        if self.warmup_steps < 0:
-            bad(f"--warmup-steps must be 0 or more; got {self.warmup_steps}")
-        if self.decay_steps is not None and self.decay_steps < 1:
-            bad(f"--decay-steps must be at least 1; got {self.decay_steps}")
-        if not (0 < self.decay_rate <= 1):
-            bad(f"--decay-rate must be in (0, 1]; got {self.decay_rate}")
-        for name in ("beta1", "beta2"):
-            if not (0 <= getattr(self, name) < 1):
-                bad(f"--{name} must be in [0, 1); got {getattr(self, name)}")
+        n = MNIST_TRAIN_IMAGES if self.limit is None else min(self.limit, MNIST_TRAIN_IMAGES)
+        if self.n_train == 0:
+            bad(f"no training images left: --limit {self.limit} with --val-split {self.val_split}"
+                if self.limit is not None else f"no training images left: --val-split {self.val_split} of {n}")
+        if self.val_split > 0 and self.n_train == n:
+            bad(f"--val-split {self.val_split} of {n} images leaves none for validation; "
+                f"use 0 for no validation set, or at least {1 / n:.2g}")
+        total = self.epochs * self.steps_per_epoch
+        if self.warmup_steps > total:
+            bad(f"--warmup-steps {self.warmup_steps} is longer than the whole run ({total} steps: {self.epochs} "
+                f"epochs of {self.steps_per_epoch} batches), so the learning rate would never reach --lr")
 
     def to_dict(self) -> dict:
         d = asdict(self)

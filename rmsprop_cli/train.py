@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, model
+from . import checkpoint, data, memory, model, schema
 from .backends import make_backend, resolve_device
-from .config import Recipe, build_recipe
+from .config import Recipe, build_recipe, check_option
 from .errors import (CheckpointError, ConfigError, Interrupted, OutputError, StoppedAtOnce, TrainingDiverged,
                      path_errors, shell_command)
 from .optim import Optimizer
@@ -315,10 +315,8 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     """
     cb = callbacks or Callbacks()
     device, _ = resolve_device(device)
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise ConfigError(f"--checkpoint-every must be at least 1 epoch; got {checkpoint_every}")
-    if early_stopping is not None and early_stopping < 1:
-        raise ConfigError(f"--early-stopping must be a patience of at least 1 epoch; got {early_stopping}")
+    check_option("checkpoint_every", checkpoint_every)   # epochs
+    check_option("early_stopping", early_stopping)       # the patience, in epochs
     resumed = checkpoint.load(resume) if resume is not None else None
     recipe = build_recipe(options, resumed.recipe if resumed else None)
     if resumed is not None:
@@ -335,6 +333,8 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
                               f"pass --epochs larger than {len(resumed.history)} to train more")
     if early_stopping is not None and recipe.val_split == 0:
         raise ConfigError("--early-stopping needs a validation set: use --val-split above 0")
+    memory.check_training(recipe, len(Optimizer(recipe, 1).state_names), early_stopping=early_stopping is not None,
+                          resumed=resume)
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
     try:
         with checkpoint.OutputLock(path):
@@ -363,6 +363,8 @@ def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirror
            checkpoint_every, early_stopping, stop) -> dict:
     """run() once its options are checked and its output claimed."""
     d = Dataset.load(recipe, data_dir, mirrors, reporter)
+    if resumed is not None:
+        schema.check_same_data(resume, resumed.info, d.checksums)
     X_train, y_train, X_val, y_val = d.X_train, d.y_train, d.X_val, d.y_val
     test_images, test_labels = d.test_images, d.test_labels
     if early_stopping is not None and len(X_val) == 0:

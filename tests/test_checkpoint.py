@@ -25,7 +25,7 @@ def make_checkpoint(hidden=(8, 4)) -> checkpoint.Checkpoint:
     theta = model.glorot_init(recipe.sizes, rng)
     v = rng.random(theta.size).astype(np.float32)
     history = [{"epoch": 1, "loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.91, "seconds": 1.0}]
-    return checkpoint.Checkpoint(recipe, theta, {"v": v}, history, {"dataset": {"x": "y"}})
+    return checkpoint.Checkpoint(recipe, theta, {"v": v}, history, {"dataset": {"x": "0" * 32}})
 
 
 def test_round_trip(tmp_path):
