@@ -32,6 +32,7 @@ def info() -> dict:
     import numba
     import numpy
 
+    from . import threads
     from .backends import cuda_status
     from .backends.cpu import threading_layer, training_shards
     from .config import Recipe
@@ -48,6 +49,7 @@ def info() -> dict:
         "numba_threads": numba.get_num_threads(),
         "threading_layer": threading_layer(),
         "training_threads": training_shards(Recipe().batch_size),
+        "training_threads_choice": threads.describe(training_shards(Recipe().batch_size)),
         "cuda": {"usable": usable, "detail": detail, **device},
         "data_dir": str(default_data_dir()),
         "kernel_cache_dir": str(kernel_cache_dir()),

@@ -41,6 +41,12 @@ Device = Annotated[str, typer.Option(
          "auto (cuda where usable, else cpu, saying which).")]
 
 
+Threads = Annotated[Optional[int], typer.Option(
+    show_default=False,
+    help="CPU threads to compute on \\[default: chosen chunk by chunk by measured speed, up to all cores, "
+         "so that other busy programs do not slow training down; NUMBA_NUM_THREADS also pins it].")]
+
+
 def _version(value: bool):
     if value:
         typer.echo(f"rmsprop-cli {__version__}")
@@ -66,6 +72,13 @@ def _device(device: str, quiet: bool) -> str:
 
         note(message)
     return resolved
+
+
+def _pin_threads(threads: int | None) -> None:
+    if threads is not None:
+        from . import threads as policy
+
+        policy.pin(threads)
 
 
 @contextmanager
@@ -209,6 +222,7 @@ def train(
     data_dir: DataDir = None,
     mirror: Mirror = None,
     device: Device = "cpu",
+    threads: Threads = None,
     json_: Json = False,
 ):
     """Train a multilayer perceptron on MNIST with RMSProp, then report test accuracy and save a checkpoint.
@@ -217,6 +231,7 @@ def train(
     resumes it (exit code 130 or 143).
     """
     with _user_errors():
+        _pin_threads(threads)
         from . import train as training
 
         options = dict(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps, eps_placement=eps_placement,
@@ -260,10 +275,12 @@ def evaluate(
     mirror: Mirror = None,
     limit: Limit = None,
     device: Device = "cpu",
+    threads: Threads = None,
     json_: Json = False,
 ):
     """Score a saved model on the MNIST test set: loss, accuracy, per-class accuracy, confusion matrix."""
     with _user_errors():
+        _pin_threads(threads)
         from . import inference
 
         from .config import check_option
@@ -288,10 +305,12 @@ def predict(
     index: Annotated[Optional[list[int]], typer.Option(
         metavar="N", help="Which images of an IDX file to classify; repeat for several \\[default: 0].", show_default=False)] = None,
     device: Device = "cpu",
+    threads: Threads = None,
     json_: Json = False,
 ):
     """Classify your own digit images: the predicted digit and the three most likely, with probabilities."""
     with _user_errors():
+        _pin_threads(threads)
         from . import inference
 
         results = inference.predict(checkpoint, images, indices=index, device=_device(device, json_))
@@ -323,6 +342,7 @@ def compare(
     data_dir: DataDir = None,
     mirror: Mirror = None,
     device: Device = "cpu",
+    threads: Threads = None,
     json_: Json = False,
 ):
     """Train the same network from the same initial weights and batch order with several optimizers, and compare.
@@ -331,6 +351,7 @@ def compare(
     seconds per optimizer, and draws their loss and accuracy curves (needs matplotlib: pip install 'rmsprop-cli\\[plot]').
     """
     with _user_errors():
+        _pin_threads(threads)
         from . import experiments
         from .errors import ConfigError
 

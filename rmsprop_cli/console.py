@@ -200,7 +200,8 @@ def render_info(about: dict, console: Console = out) -> None:
         ("numba-cuda", about["numba_cuda"] or "not installed (pip install 'rmsprop-cli[cuda]')"),
         ("CPU threads", f"{about['cpu_count']} (Numba uses {about['numba_threads']}, "
                         f"threading layer {about['threading_layer']}; "
-                        f"a training step of the default recipe runs on {about['training_threads']})"),
+                        f"a training step of the default recipe runs on up to {about['training_threads']})"),
+        ("Training threads", escape(about["training_threads_choice"])),
         ("CUDA", ("[green]usable[/green]: " if cuda["usable"] else "[yellow]not usable[/yellow]: ") + escape(cuda["detail"])),
         ("MNIST cache", escape(about["data_dir"])),
         ("Kernel cache", escape(about["kernel_cache_dir"])),

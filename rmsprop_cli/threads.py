@@ -50,12 +50,13 @@ def pin(threads: int | None) -> None:
     global _pinned
     import numba
 
+    limit = numba.config.NUMBA_NUM_THREADS
     if threads is None:
         _pinned = None
+        numba.set_num_threads(limit)
         return
-    limit = numba.config.NUMBA_NUM_THREADS
     if type(threads) is not int or not 1 <= threads <= limit:
-        raise ConfigError(f"--threads must be a whole number from 1 to {limit} (this machine's cores); got {threads}")
+        raise ConfigError(f"--threads must be a whole number from 1 to {limit} (the threads Numba may use here); got {threads}")
     _pinned = threads
     numba.set_num_threads(threads)
 
@@ -176,4 +177,4 @@ def describe(most: int) -> str:
         return "1 (one core, or a threading layer that sleeps between regions)"
     counts = choices(most)
     return (f"chosen per chunk of batches from {', '.join(map(str, counts))} by measured speed "
-            f"(starts on {most}; moves to fewer when other programs take cores)")
+            f"(starts on {most}; fewer while other programs take cores; --threads N pins it)")

@@ -1,19 +1,31 @@
 """Epoch time of the default recipe on one backend (this tool alone, no peers).
 
     python scripts/bench.py [--epochs 5] [--batch-size 32] [--hidden 128,64] [--device cpu] [--limit N]
+                            [--threads N] [--load K [--rounds 3]]
 
 Reads MNIST like the CLI does (RMSPROP_DATA_DIR / RMSPROP_MIRROR). Prints each
 epoch's seconds (training + validation pass), the median, samples/s of the
 training part, evaluation throughput on the 10,000 test images, and the test
 accuracy reached.  scripts/bench_gpu.py runs it on CUDA.
+
+--load K measures a busy machine: in each of --rounds rounds it runs the
+benchmark in fresh processes with the threads chosen by measurement (the
+default), pinned to all cores (--threads all), and pinned to one, first on a
+quiet machine, then with K CPU-bound busy processes beside it (each bounded in
+time and ended by PID when its run is over); then it prints every run and the
+medians.  Interleaving the rounds spreads the machine's drift over all settings.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
@@ -37,12 +49,20 @@ def arguments(doc: str, device: str = "cpu") -> argparse.Namespace:
     ap.add_argument("--hidden", default="128,64")
     ap.add_argument("--device", default=device)
     ap.add_argument("--limit", type=int, default=None, help="only the first N training and test images (smoke tests)")
+    ap.add_argument("--threads", type=int, default=None, help="pin the CPU threads (default: chosen by measurement)")
+    ap.add_argument("--load", type=int, default=None, metavar="K",
+                    help="compare quiet and K busy processes, default and pinned threads (see above)")
+    ap.add_argument("--rounds", type=int, default=3, help="with --load: interleaved rounds (default 3)")
     return ap.parse_args()
 
 
 def measure(args: argparse.Namespace):
     """Train args.epochs epochs of the default recipe on args.device, printing as it goes;
     returns the backend, so callers can read backend-specific counters."""
+    if getattr(args, "threads", None):
+        from rmsprop_cli import threads
+
+        threads.pin(args.threads)
     mirrors = os.environ.get("RMSPROP_MIRROR", "").split() or None
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size,
                     hidden=tuple(int(h) for h in args.hidden.split(",")))
@@ -71,6 +91,10 @@ def measure(args: argparse.Namespace):
                 train_seconds.append(time.perf_counter() - self.t)
 
     history, _, _ = train.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
+    policy = getattr(backend, "policy", None)
+    if policy is not None:
+        print(f"threads: now {policy.threads} of {', '.join(map(str, policy.counts))}; {policy.probes} probes, "
+              f"{policy.switches} switches")
     print(f"{'epoch':>5} {'seconds':>8} {'train s':>8} {'samples/s':>10} {'val_acc':>8}")
     for m, ts in zip(history, train_seconds):
         print(f"{m['epoch']:>5} {m['seconds']:>8.3f} {ts:>8.3f} {len(X_train) / ts:>10,.0f} {m['val_accuracy']:>8.4f}")
@@ -94,5 +118,60 @@ def measure(args: argparse.Namespace):
     return backend
 
 
+BUSY = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
+
+
+@contextmanager
+def busy(k: int, seconds: float = 300.0):
+    """k CPU-bound processes, each ending by itself after `seconds` at the latest, killed by PID on exit."""
+    procs = [subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=seconds)]) for _ in range(k)]
+    try:
+        time.sleep(0.2)  # let them get going
+        yield
+    finally:
+        for p in procs:
+            p.kill()
+        for p in procs:
+            p.wait()
+
+
+def under_load(args: argparse.Namespace) -> None:
+    import numba
+
+    settings = {"default": [], "all": ["--threads", str(numba.config.NUMBA_NUM_THREADS)], "1": ["--threads", "1"]}
+    base = [sys.executable, os.path.abspath(__file__), "--epochs", str(args.epochs), "--batch-size",
+            str(args.batch_size), "--hidden", args.hidden, "--device", args.device]
+    if args.limit:
+        base += ["--limit", str(args.limit)]
+    runs = {}
+    for r in range(args.rounds):
+        for load in (0, args.load):
+            for name, extra in settings.items():
+                with busy(load) if load else nullcontext():
+                    out = subprocess.run(base + extra, capture_output=True, text=True, check=True).stdout
+                epochs = [float(m.group(1)) for m in re.finditer(r"^\s+\d+\s+([\d.]+)\s", out, re.M)]
+                median = statistics.median(epochs[1:] or epochs)  # the first epoch warms up
+                runs.setdefault((load, name), []).append(median)
+                threads = re.search(r"^threads: .*$", out, re.M)
+                print(f"round {r + 1}, {'quiet' if not load else f'{load} busy'}, {name} threads: "
+                      f"epochs {[round(e, 3) for e in epochs]}, median of epochs 2+ {median:.3f} s"
+                      + (f" ({threads.group(0)})" if threads else ""), flush=True)
+    print(f"\nmedian epoch (epochs 2-{args.epochs}), seconds; {args.rounds} interleaved rounds, each run listed")
+    print(f"{'':22s} {'quiet':>24s} {f'{args.load} busy':>24s}")
+    for name in settings:
+        cells = []
+        for load in (0, args.load):
+            v = runs[(load, name)]
+            cells.append(f"{statistics.median(v):.3f} ({', '.join(f'{x:.2f}' for x in v)})")
+        print(f"{name + ' threads':22s} {cells[0]:>24s} {cells[1]:>24s}")
+    for load in (0, args.load):
+        ratio = statistics.median(runs[(load, "default")]) / statistics.median(runs[(load, "1")])
+        print(f"default / one thread, {'quiet' if not load else f'{load} busy'}: {ratio:.2f}")
+
+
 if __name__ == "__main__":
-    measure(arguments(__doc__))
+    options = arguments(__doc__)
+    if options.load:
+        under_load(options)
+    else:
+        measure(options)

@@ -1,6 +1,6 @@
 """This tool side by side with PyTorch (and Keras, where installed) on the default recipe.
 
-    python scripts/bench_peers.py [--epochs 4] [--batch-sizes 32,128,1024]
+    python scripts/bench_peers.py [--epochs 4] [--batch-sizes 32,128,1024] [--load K]
                                   [--python torch=/path/to/python] [--python keras=/path/to/python]
 
 Every framework trains the same network (784-128-64-10, ReLU, softmax
@@ -10,7 +10,9 @@ on this machine, each in its own process so that its peak memory is its own.
 Reported per framework and batch size: median epoch seconds over the epochs
 after the first (the warm-up), training samples/s, test accuracy after the
 epochs run, the time of one evaluation pass over the 10,000 test images, peak
-resident memory, and the ratio of its epoch time to this tool's.
+resident memory, and the ratio of its epoch time to this tool's.  With --load
+K, every run is made twice, quiet and then with K CPU-bound busy processes
+beside it (bounded in time, ended by PID), as a user's busy machine would be.
 
 Peers are optional: a framework that does not import is skipped with a note.
 Install them in a separate environment, so they never become this project's
@@ -30,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 RECIPE = dict(hidden=(128, 64), lr=0.001, rho=0.9, eps=1e-7, n_train=48000)
@@ -157,6 +160,7 @@ def main():
     ap.add_argument("--batch-sizes", default="32,128,1024")
     ap.add_argument("--python", action="append", default=[], metavar="PEER=PATH",
                     help="interpreter for a peer (torch or keras); default: this one")
+    ap.add_argument("--load", type=int, default=0, metavar="K", help="also run beside K busy processes")
     ap.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -173,28 +177,33 @@ def main():
         name, _, path = item.partition("=")
         pythons[name] = os.path.expanduser(path)
 
+    from bench import busy
+
     rows = []
     for batch in [int(b) for b in args.batch_sizes.split(",")]:
-        base = None
-        for name in RUNNERS:
-            env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-            proc = subprocess.run([pythons[name], __file__, "--worker", name, str(folder), str(batch), str(args.epochs)],
-                                  capture_output=True, text=True, env=env)
-            if proc.returncode != 0:
-                last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
-                print(f"skipped {name} (batch {batch}): {last}", file=sys.stderr)
-                continue
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
-            epoch = statistics.median(r["seconds"][1:] or r["seconds"])
-            base = base or epoch
-            rows.append((name, batch, epoch, RECIPE["n_train"] / epoch, r["accuracy"], r["eval_seconds"],
-                         r["peak_mib"], epoch / base))
-            print(f"{name:12s} batch {batch:5d}: epochs {[round(s, 3) for s in r['seconds']]}", file=sys.stderr)
+        for load in sorted({0, args.load}):
+            base = None
+            for name in RUNNERS:
+                env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+                with busy(load) if load else nullcontext():
+                    proc = subprocess.run([pythons[name], __file__, "--worker", name, str(folder), str(batch),
+                                           str(args.epochs)], capture_output=True, text=True, env=env)
+                if proc.returncode != 0:
+                    last = (proc.stderr.strip().splitlines() or ["failed"])[-1]
+                    print(f"skipped {name} (batch {batch}): {last}", file=sys.stderr)
+                    continue
+                r = json.loads(proc.stdout.strip().splitlines()[-1])
+                epoch = statistics.median(r["seconds"][1:] or r["seconds"])
+                base = base or epoch
+                rows.append((name, batch, load, epoch, RECIPE["n_train"] / epoch, r["accuracy"], r["eval_seconds"],
+                             r["peak_mib"], epoch / base))
+                print(f"{name:12s} batch {batch:5d} busy {load}: epochs {[round(s, 3) for s in r['seconds']]}",
+                      file=sys.stderr)
 
-    print(f"{'framework':12s} {'batch':>5s} {'epoch s':>8s} {'samples/s':>10s} {'test acc':>8s} "
+    print(f"{'framework':12s} {'batch':>5s} {'busy':>4s} {'epoch s':>8s} {'samples/s':>10s} {'test acc':>8s} "
           f"{'eval 10k s':>10s} {'peak MiB':>8s} {'x ours':>7s}")
-    for name, batch, epoch, rate, acc, ev, mib, ratio in rows:
-        print(f"{name:12s} {batch:5d} {epoch:8.3f} {rate:10,.0f} {acc:8.4f} {ev:10.4f} {mib:8.0f} {ratio:7.2f}")
+    for name, batch, load, epoch, rate, acc, ev, mib, ratio in rows:
+        print(f"{name:12s} {batch:5d} {load:4d} {epoch:8.3f} {rate:10,.0f} {acc:8.4f} {ev:10.4f} {mib:8.0f} {ratio:7.2f}")
 
 
 if __name__ == "__main__":

@@ -178,3 +178,79 @@ def test_the_backend_follows_its_policy_and_reports_its_timings():
     be.policy = Spy((1, 2), 3)
     assert be.train_chunk(rng.permutation(64), 0, 8)[2:] == (64, -1)
     assert seen == [(1, 3), (2, 3), (1, 2)]
+
+
+@pytest.mark.parametrize("n", [1, 700, 1500])
+def test_evaluation_gives_the_same_numbers_on_any_number_of_threads(n):
+    from rmsprop_cli.backends.cpu import EVAL_ROWS, shard_buffers
+    from rmsprop_cli.kernels import cpu as K
+
+    rng = np.random.default_rng(n)
+    sizes = np.array([784, 24, 10])
+    theta = (rng.normal(size=784 * 24 + 24 + 24 * 10 + 10) * 0.1).astype(np.float32)
+    images, y = rng.integers(0, 256, (n, 784)).astype(np.uint8), rng.integers(0, 10, n)
+    results = []
+    for shards in (1, 2, 3):
+        confusion = np.zeros((10, 10), np.int64)
+        loss, correct = K.evaluate(images, y, theta, sizes, *shard_buffers(sizes, EVAL_ROWS, shards), confusion)
+        results.append((loss, correct, confusion))
+    for loss, correct, confusion in results[1:]:
+        assert (loss, correct) == results[0][:2]
+        np.testing.assert_array_equal(confusion, results[0][2])
+
+
+def _cli(*args, env=None):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "rmsprop_cli", *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "predict"])
+@pytest.mark.parametrize("value", ["0", "-2", "100000", "99999999999999999999"])
+def test_a_thread_count_the_machine_cannot_run_is_one_line_exit_2(command, value, tmp_path):
+    from typer.testing import CliRunner
+
+    from rmsprop_cli.cli import app
+
+    args = {"train": [], "compare": [], "evaluate": [tmp_path / "none.safetensors"],
+            "predict": [tmp_path / "none.safetensors", tmp_path / "none.png"]}[command]
+    result = CliRunner().invoke(app, [command, *map(str, args), "--threads", value])
+    assert result.exit_code == 2, result.output
+    message = result.stderr.strip()
+    assert message.startswith("Error: --threads must be a whole number from 1 to") and "\n" not in message
+    assert "Traceback" not in result.output
+
+
+def test_pinned_threads_train_the_same_bits_as_chosen_ones(data_dir, tmp_path):
+    """--threads 1 and the measured choice give the same checkpoint (weights, state, history)."""
+    from rmsprop_cli import checkpoint
+
+    runs = {}
+    for name, extra in {"chosen": [], "one": ["--threads", "1"]}.items():
+        out = tmp_path / name / "model.safetensors"
+        done = _cli("train", "--limit", "3000", "--hidden", "24", "--epochs", "2", "--data-dir", data_dir,
+                    "--output", out, "--json", *extra)
+        assert done.returncode == 0, done.stderr
+        runs[name] = checkpoint.load(out)
+    a, b = runs["chosen"], runs["one"]
+    np.testing.assert_array_equal(a.theta, b.theta)
+    np.testing.assert_array_equal(a.opt_state["v"], b.opt_state["v"])
+    assert [{k: v for k, v in m.items() if k != "seconds"} for m in a.history] == \
+        [{k: v for k, v in m.items() if k != "seconds"} for m in b.history]
+
+
+def test_info_says_how_training_chooses_its_threads():
+    import json
+
+    import numba
+
+    about = json.loads(_cli("info", "--json").stdout)
+    if numba.config.NUMBA_NUM_THREADS > 1 and about["threading_layer"] == "omp":
+        assert about["training_threads_choice"].startswith("chosen per chunk of batches from")
+    pinned = json.loads(_cli("info", "--json", env={"NUMBA_NUM_THREADS": "1"}).stdout)
+    assert pinned["training_threads_choice"] == "pinned to 1 by NUMBA_NUM_THREADS"
+    text = _cli("info", env={"COLUMNS": "200"}).stdout
+    assert "Training threads" in text
