@@ -56,7 +56,7 @@ def numba_threads(n: int):
     import numba
 
     before = numba.get_num_threads()
-    if not 1 < n < before:  # one shard runs no parallel region; more shards than threads share them
+    if n >= before:  # more shards than threads share the threads
         yield
         return
     numba.set_num_threads(n)
@@ -175,9 +175,17 @@ class CpuBackend:
         return float(loss), int(correct), int(seen), -1
 
     def evaluate(self, images, y):
+        """On all threads; during training, on as many as the thread policy last
+        found fastest for training steps, since a machine too busy for them is
+        too busy for all threads in evaluation too.  No number depends on it."""
         n_classes = int(self.sizes[-1])
         confusion = np.zeros((n_classes, n_classes), np.int64)
-        loss, correct = K.evaluate(pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64), self.theta, self.sizes, *self.eval_bufs, confusion)
+        shards = len(self.eval_bufs[2])
+        if len(self.policy.counts) > 1:
+            shards = min(shards, self.policy.threads)
+        with numba_threads(shards):
+            loss, correct = K.evaluate(pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64),
+                                       self.theta, self.sizes, *(buf[:shards] for buf in self.eval_bufs), confusion)
         return float(loss), int(correct), confusion
 
     def predict_proba(self, images):
