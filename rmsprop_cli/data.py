@@ -291,6 +291,34 @@ def download_pace() -> tuple[float, float]:
             _positive_env("RMSPROP_DOWNLOAD_WINDOW", SPEED_WINDOW))
 
 
+# Who writes a temporary file, in its name, so that one left by a killed process can be told from
+# one being written: the host (a cache may be shared over a network) and the process.
+_WRITER = f"{socket.gethostname().replace('.', '_').replace('-', '_')}-{os.getpid()}"
+_PART_NAME = re.compile(r"^\.(?P<name>[\w.-]+)\.(?P<host>\w+)-(?P<pid>\d+)-[0-9a-f]{8}\.part$")
+
+
+def _remove_dead_parts(folder: Path) -> None:
+    """Delete the temporary files that downloads killed on this host left in ``folder`` (a killed
+    download of the training images leaves 47 MB), never those of a live process or another host."""
+    if os.name != "posix":  # os.kill(pid, 0) does not test a process there
+        return
+    host = _WRITER.rpartition("-")[0]
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            found = _PART_NAME.match(entry.name)
+            if not found or found["host"] != host or found["name"] not in MNIST_MD5:
+                continue
+            try:
+                os.kill(int(found["pid"]), 0)
+                continue  # alive (or not ours to signal: PermissionError below)
+            except ProcessLookupError:
+                pass
+            except (PermissionError, OverflowError):
+                continue
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
 class _Part:
     """A temporary file beside ``path``, hashed as it is written, renamed over ``path`` by commit().
 
@@ -300,7 +328,7 @@ class _Part:
     def __init__(self, path: Path, keep: bool):
         self.path, self.size, self.md5 = path, 0, hashlib.md5()
         self.kept = bytearray() if keep else None
-        self.tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.part"
+        self.tmp = path.parent / f".{path.name}.{_WRITER}-{secrets.token_hex(4)}.part"
         try:
             fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
         except OSError as e:
@@ -765,6 +793,7 @@ def _prepare_folder(data_dir: Path | str | None) -> Path:
         raise DataError(
             f"cannot create the data folder {folder}: {_strerror(e)}; pass --data-dir to use another folder"
         ) from None
+    _remove_dead_parts(folder)
     return folder
 
 

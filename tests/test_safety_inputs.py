@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from mnist_server import drip, drip_headers, endless, needs_password, serve_behaviour, serve_folder
 
+from rmsprop_cli import data
 from rmsprop_cli.cli import app
 from rmsprop_cli.images import load_image
 
@@ -173,6 +174,32 @@ def test_cache_entries_are_read_only_when_they_can_be_the_file(mnist_dir, tmp_pa
     result = cli("download", "--data-dir", tmp_path, "--mirror", mnist_dir, measure=True)
     assert result.returncode == 0, result.stderr
     assert cached.stat().st_size == 47_040_016 and result.peak_mib < 200, result.peak_mib
+
+
+def test_a_killed_downloads_temporary_file_is_removed_by_the_next_run(mnist_dir, tmp_path):
+    folder = tmp_path / "mnist"
+    with serve_behaviour({}, default=drip(0.1)) as url:
+        child = subprocess.Popen([sys.executable, "-m", "rmsprop_cli", "download", "--data-dir", tmp_path,
+                                  "--mirror", url], env={**os.environ, "RMSPROP_DOWNLOAD_MIN_SPEED": "0"},
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 20
+            while not list(folder.glob(".*.part")) and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            child.kill()
+            child.wait()
+    left = list(folder.glob(".*.part"))
+    assert len(left) == 1, left
+    host = data._WRITER.rpartition("-")[0]  # this machine, as the names of temporary files spell it
+    alive = folder / f".t10k-labels-idx1-ubyte.{host}-{os.getpid()}-0123abcd.part"  # this test is alive
+    elsewhere = folder / ".t10k-labels-idx1-ubyte.otherhost-1-0123abcd.part"
+    mine = folder / ".notes.part"
+    for p in (alive, elsewhere, mine):
+        p.write_bytes(b"x")
+    result = cli("download", "--data-dir", tmp_path, "--mirror", mnist_dir)
+    assert result.returncode == 0, result.stderr
+    assert not left[0].exists() and alive.exists() and elsewhere.exists() and mine.exists()
 
 
 # --- 24: credentials in a mirror URL work and are never shown -------------------------------------------
