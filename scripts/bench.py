@@ -10,7 +10,8 @@ accuracy reached.  scripts/bench_gpu.py runs it on CUDA.
 
 --load K measures a busy machine: in each of --rounds rounds it runs the
 benchmark in fresh processes with the threads chosen by measurement (the
-default), pinned to all cores (--threads all), and pinned to one, first on a
+default), pinned to all cores, and pinned to one (and with --wait-policies,
+all cores under OpenMP's other ways of waiting), first on a
 quiet machine, then with K CPU-bound busy processes beside it (each bounded in
 time and ended by PID when its run is over); then it prints every run and the
 medians.  Interleaving the rounds spreads the machine's drift over all settings.
@@ -53,6 +54,8 @@ def arguments(doc: str, device: str = "cpu") -> argparse.Namespace:
     ap.add_argument("--load", type=int, default=None, metavar="K",
                     help="compare quiet and K busy processes, default and pinned threads (see above)")
     ap.add_argument("--rounds", type=int, default=3, help="with --load: interleaved rounds (default 3)")
+    ap.add_argument("--wait-policies", action="store_true",
+                    help="with --load: also all threads under OpenMP's passive wait policy and short spin counts")
     return ap.parse_args()
 
 
@@ -138,7 +141,13 @@ def busy(k: int, seconds: float = 300.0):
 def under_load(args: argparse.Namespace) -> None:
     import numba
 
-    settings = {"default": [], "all": ["--threads", str(numba.config.NUMBA_NUM_THREADS)], "1": ["--threads", "1"]}
+    every = ["--threads", str(numba.config.NUMBA_NUM_THREADS)]
+    most = f"{numba.config.NUMBA_NUM_THREADS} threads"
+    settings = {"chosen (default)": ([], {}), most: (every, {}), "1 thread": (["--threads", "1"], {})}
+    if args.wait_policies:  # OpenMP's own answers to waiting threads, all on every thread
+        settings.update({f"{most}, OMP_WAIT_POLICY=passive": (every, {"OMP_WAIT_POLICY": "passive"}),
+                         f"{most}, GOMP_SPINCOUNT=10000": (every, {"GOMP_SPINCOUNT": "10000"}),
+                         f"{most}, KMP_BLOCKTIME=0": (every, {"KMP_BLOCKTIME": "0"})})
     base = [sys.executable, os.path.abspath(__file__), "--epochs", str(args.epochs), "--batch-size",
             str(args.batch_size), "--hidden", args.hidden, "--device", args.device]
     if args.limit:
@@ -146,27 +155,28 @@ def under_load(args: argparse.Namespace) -> None:
     runs = {}
     for r in range(args.rounds):
         for load in (0, args.load):
-            for name, extra in settings.items():
+            for name, (extra, env) in settings.items():
                 with busy(load) if load else nullcontext():
-                    out = subprocess.run(base + extra, capture_output=True, text=True, check=True).stdout
+                    out = subprocess.run(base + extra, capture_output=True, text=True, check=True,
+                                         env={**os.environ, **env}).stdout
                 epochs = [float(m.group(1)) for m in re.finditer(r"^\s+\d+\s+([\d.]+)\s", out, re.M)]
                 median = statistics.median(epochs[1:] or epochs)  # the first epoch warms up
                 runs.setdefault((load, name), []).append(median)
                 threads = re.search(r"^threads: .*$", out, re.M)
-                print(f"round {r + 1}, {'quiet' if not load else f'{load} busy'}, {name} threads: "
+                print(f"round {r + 1}, {'quiet' if not load else f'{load} busy'}, {name}: "
                       f"epochs {[round(e, 3) for e in epochs]}, median of epochs 2+ {median:.3f} s"
                       + (f" ({threads.group(0)})" if threads else ""), flush=True)
     print(f"\nmedian epoch (epochs 2-{args.epochs}), seconds; {args.rounds} interleaved rounds, each run listed")
-    print(f"{'':22s} {'quiet':>24s} {f'{args.load} busy':>24s}")
+    print(f"{'':36s} {'quiet':>24s} {f'{args.load} busy':>24s}")
     for name in settings:
         cells = []
         for load in (0, args.load):
             v = runs[(load, name)]
             cells.append(f"{statistics.median(v):.3f} ({', '.join(f'{x:.2f}' for x in v)})")
-        print(f"{name + ' threads':22s} {cells[0]:>24s} {cells[1]:>24s}")
+        print(f"{name:36s} {cells[0]:>24s} {cells[1]:>24s}")
     for load in (0, args.load):
-        ratio = statistics.median(runs[(load, "default")]) / statistics.median(runs[(load, "1")])
-        print(f"default / one thread, {'quiet' if not load else f'{load} busy'}: {ratio:.2f}")
+        ratio = statistics.median(runs[(load, "chosen (default)")]) / statistics.median(runs[(load, "1 thread")])
+        print(f"chosen / one thread, {'quiet' if not load else f'{load} busy'}: {ratio:.2f}")
 
 
 if __name__ == "__main__":
