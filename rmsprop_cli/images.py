@@ -65,7 +65,7 @@ def decode_image(blob: bytes, name: str) -> np.ndarray:
         except MemoryError:
             raise
         except Exception:  # UnidentifiedImageError mostly; a plugin may raise its own on a bad header
-            if blob[:2] == b"\x00\x00" and blob[2] in _IDX_OTHER:
+            if blob[:2] == b"\x00\x00" and blob[2:3] and blob[2] in _IDX_OTHER:
                 raise ImageError(f"{name} is an IDX file of {_IDX_OTHER[blob[2]]}; only IDX files of "
                                  "unsigned bytes (type 0x08, as MNIST's) hold images this tool reads") from None
             if blob[:2] == _GZIP:
@@ -96,18 +96,18 @@ def _grayscale(im, Image, ImageOps) -> np.ndarray:
         im.draft(im.mode, (-(-im.size[0] * WORK_SIDE // long_side), -(-im.size[1] * WORK_SIDE // long_side)))
     if im.getexif().get(0x0112, 1) != 1:  # an EXIF orientation; exif_transpose copies even without one
         im = ImageOps.exif_transpose(im)
-    factor = -(-max(im.size) // WORK_SIDE)
-    if factor > 1:
-        try:
-            im = im.reduce(factor)  # before any conversion, so that no full-size copy is made
-        except ValueError:  # a mode reduce() does not take (palette, 1-bit)
-            im = im.convert("RGBA" if _has_alpha(im) else "L").reduce(factor)
     if _has_alpha(im):
         mode = "RGBA"
     elif im.mode.startswith("I") or im.mode == "F":
         mode = "F"  # 16- and 32-bit pixels: convert("L") would clip them at 255
     else:
         mode = "L"
+    factor = -(-max(im.size) // WORK_SIDE)
+    if factor > 1:
+        try:
+            im = im.reduce(factor)  # before any conversion, so that no full-size copy is made
+        except ValueError:  # a mode reduce() does not take (palette, 1-bit, 16-bit)
+            im = im.convert(mode).reduce(factor)
     if im.mode != mode:
         im = im.convert(mode)
     pixels = np.asarray(im, dtype=np.float64)

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from rmsprop_cli.cli import app
 from rmsprop_cli.errors import ImageError
-from rmsprop_cli.images import load_image, mnist_like
+from rmsprop_cli.images import load_image, load_inputs, mnist_like
 
 SAMPLES = sorted((Path(__file__).resolve().parents[1] / "data" / "samples").glob("digit-*"))
 
@@ -145,3 +145,11 @@ def test_vector_formats_are_not_read(tmp_path):
     Image.new("L", (40, 40), 255).save(tmp_path / "d.eps")
     with pytest.raises(ImageError, match=r"not an image this tool can read \(PNG, JPEG, GIF"):
         load_image(tmp_path / "d.eps")
+
+
+@pytest.mark.parametrize("content", [b"\x00", b"\x00\x00", b"\x00\x00\x08", b"\x1f\x8b", b"\x1f\x8b\x08\x00"])
+def test_files_of_a_few_bytes_are_clear_errors(tmp_path, content):
+    (tmp_path / "tiny").write_bytes(content)
+    with pytest.raises(ImageError) as info:
+        load_inputs([tmp_path / "tiny"])
+    assert "\n" not in str(info.value) and str(tmp_path / "tiny") in str(info.value)
