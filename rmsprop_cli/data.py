@@ -582,37 +582,38 @@ def _fetch_url(prefix: str, candidate: str, fname: str, new_part, reporter: Repo
         try:
             _read_url(prefix, candidate, fname, part, reporter, timeout, speed)
             return part
-        except urllib.error.HTTPError as e:
+        except BaseException as e:
             part.discard()
-            # 4xx will not change on retry (S3 answers 403 for a missing key).
-            if e.code == 401:
-                raise _Unreachable("HTTP 401: the user name and password in the URL were refused"
-                                   if _split_credentials(prefix)[1] else
-                                   "HTTP 401: the mirror wants a user name and password; "
-                                   "put USER:PASSWORD@ before the host in the mirror's URL") from None
-            if e.code < 500:
-                raise _Failed(_describe(e), "missing") from None
-            last: BaseException = e
-        except urllib.error.URLError as e:
-            part.discard()
-            # No DNS answer or an unknown URL scheme: retrying only wastes time.
-            if isinstance(e.reason, (socket.gaierror, str)):
-                raise _Unreachable(_describe(e)) from None
-            last = e
-        except (OSError, http.client.HTTPException) as e:  # timeouts and resets mid-body
-            part.discard()
-            last = e
-        except ValueError:  # e.g. a malformed host such as "http://[::1"
-            part.discard()
-            raise _Unreachable("invalid URL") from None
-        except BaseException:
-            part.discard()
-            raise
+            last = _worth_retrying(e, prefix)
         if attempt < retries:
             time.sleep(0.5 * (attempt + 1))
     if isinstance(last, urllib.error.HTTPError):
         raise _Failed(_describe(last), "network")  # the server answers, so try its other file
     raise _Unreachable(_describe(last))
+
+
+def _worth_retrying(e: BaseException, prefix: str) -> BaseException:
+    """``e`` if another try may succeed (a timeout, a reset, HTTP 5xx); else the failure it means, raised."""
+    if isinstance(e, urllib.error.HTTPError):
+        # 4xx will not change on retry (S3 answers 403 for a missing key).
+        if e.code == 401:
+            raise _Unreachable("HTTP 401: the user name and password in the URL were refused"
+                               if _split_credentials(prefix)[1] else
+                               "HTTP 401: the mirror wants a user name and password; "
+                               "put USER:PASSWORD@ before the host in the mirror's URL") from None
+        if e.code < 500:
+            raise _Failed(_describe(e), "missing") from None
+        return e
+    if isinstance(e, urllib.error.URLError):
+        # No DNS answer or an unknown URL scheme: retrying only wastes time.
+        if isinstance(e.reason, (socket.gaierror, str)):
+            raise _Unreachable(_describe(e)) from None
+        return e
+    if isinstance(e, (OSError, http.client.HTTPException)):  # timeouts and resets mid-body
+        return e
+    if isinstance(e, ValueError):  # e.g. a malformed host such as "http://[::1"
+        raise _Unreachable("invalid URL") from None
+    raise e  # _Failed, DataError (the disk), KeyboardInterrupt: not a network matter
 
 
 def _fetch_local(folder: Path, candidate: str, fname: str, part: _Part, reporter: Reporter | None) -> None:
