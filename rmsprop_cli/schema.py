@@ -70,7 +70,8 @@ def _parse(metadata: dict, key: str, default: str | None):
     except RecursionError:  # json's C parser guards its own recursion: nesting deeper than Python's limit
         raise Bad(key, "nested too deeply") from None
     except ValueError as e:  # JSONDecodeError, and integers longer than Python converts
-        raise Bad(key, f"not valid JSON ({str(e)[:80]})") from None
+        reason = str(e) if len(str(e)) <= 100 else str(e)[:100].rsplit(" ", 1)[0] + "..."
+        raise Bad(key, f"not valid JSON ({reason})") from None
 
 
 def _is(value, *types) -> bool:
@@ -82,7 +83,8 @@ def _is(value, *types) -> bool:
 
 def _int(where, value, lo, hi, section="metadata"):
     if not _is(value, int) or not lo <= value <= hi:
-        raise Bad(where, f"must be a whole number from {lo} to {hi}; got {shown(value)}", section)
+        top = "2**128 - 1" if hi == U128 - 1 else hi
+        raise Bad(where, f"must be a whole number from {lo} to {top}; got {shown(value)}", section)
     return value
 
 
@@ -93,11 +95,12 @@ def _num(where, value, lo=0.0, hi=math.inf, *, finite=True, section="metadata"):
     try:
         x = float(value)
     except OverflowError:
-        raise Bad(where, f"must be a number from {lo} to {hi}; got {shown(value)}", section) from None
+        raise Bad(where, f"must be a finite number; got {shown(value)}", section) from None
     if not finite and (math.isnan(x) or x == math.inf):
         return x
     if not (math.isfinite(x) and lo <= x <= hi):
-        raise Bad(where, f"must be a finite number from {lo} to {hi}; got {shown(value)}", section)
+        span = f"from {lo:g} to {hi:g}" if math.isfinite(hi) else f"of at least {lo:g}"
+        raise Bad(where, f"must be a finite number {span}; got {shown(value)}", section)
     return x
 
 
@@ -208,7 +211,8 @@ def _position(p, recipe: Recipe, history: list, n_batches: int) -> dict:
     seen = _int("info.position.seen", p["seen"], 0, MNIST_TRAIN_IMAGES, "position")
     if seen != min(batch * recipe.batch_size, recipe.n_train):
         bad(".seen", f"{seen} images is not what {batch} batches of {recipe.batch_size} hold")
-    _int("info.position.correct", p["correct"], 0, seen, "position")
+    if not _is(p["correct"], int) or not 0 <= p["correct"] <= seen:
+        bad(".correct", f"must be a whole number of images, at most the {seen} seen; got {shown(p['correct'])}")
     _num("info.position.loss_sum", p["loss_sum"], 0, 1e9 * max(seen, 1), section="position")
     if seen == 0 and p["loss_sum"] != 0:
         bad(".loss_sum", "must be 0 before the first batch")
