@@ -247,8 +247,20 @@ class Recipe:
         return cls(**kwargs)
 
     def describe(self) -> str:
-        """A short name for run folders: mlp784-128-64-10-rmsprop-lr0.001-b32."""
-        return "mlp" + "-".join(map(str, self.sizes)) + f"-{self.optimizer}-lr{self.lr:g}-b{self.batch_size}"
+        """A short name for run folders: mlp784-128-64-10-rmsprop-lr0.001-b32.  Repeated widths are
+        written once with a count (784-128x3-10), and a network whose name would still be long (a
+        folder name may hold 255 bytes) by its number of hidden layers (784-100layers-10)."""
+        groups = []
+        for width in self.hidden:
+            if groups and groups[-1][0] == width:
+                groups[-1][1] += 1
+            else:
+                groups.append([width, 1])
+        hidden = [f"{w}x{n}" if n > 1 else str(w) for w, n in groups]
+        if len("-".join(hidden)) > 80:
+            hidden = [f"{len(self.hidden)}layers"]
+        sizes = "-".join([str(self.n_inputs), *hidden, str(self.n_classes)])
+        return f"mlp{sizes}-{self.optimizer}-lr{self.lr:g}-b{self.batch_size}"
 
 
 def build_recipe(options: dict, resumed: Recipe | None = None) -> Recipe:

@@ -108,6 +108,8 @@ def available() -> int | None:
 
 
 def gib(n: int) -> str:
+    if n >= 2**40:
+        return f"{n / 2**40:,.1f} TiB"
     return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 

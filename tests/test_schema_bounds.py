@@ -268,3 +268,13 @@ def test_out_of_memory_messages_fit_the_command(command, target, words, never, m
     message = result.stderr.strip()
     assert message.startswith("Error: ran out of memory") and "\n" not in message, message
     assert words in message and never not in message, message
+
+
+def test_the_deepest_network_allowed_gets_a_run_folder(data_dir, tmp_path, monkeypatch):
+    """100 hidden layers are within bounds, so their default run folder's name must fit 255 bytes."""
+    monkeypatch.chdir(tmp_path)
+    result = invoke("train", "--hidden", ",".join(str(w) for w in range(1, 101)), "--limit", "100", "--epochs", "1",
+                    "--data-dir", data_dir, "--json")
+    assert result.exit_code == 0, result.output
+    assert "100layers" in json.loads(result.stdout)["checkpoint"]
+    assert "128x3" in Recipe(hidden=(128, 128, 128)).describe()
