@@ -188,7 +188,8 @@ def _info(info, recipe: Recipe, history: list) -> dict:
         es = _dict("info.early_stopping", info["early_stopping"])
         _keys("info.early_stopping", es, ("stopped_after_epoch", "best_epoch", "best_val_loss"))
         _int("info.early_stopping.stopped_after_epoch", es["stopped_after_epoch"], len(history), len(history))
-        _int("info.early_stopping.best_epoch", es["best_epoch"], 1, len(history))
+        if es["best_epoch"] is not None:   # None: no epoch's val_loss was a number (NaN throughout)
+            _int("info.early_stopping.best_epoch", es["best_epoch"], 1, len(history))
         _num("info.early_stopping.best_val_loss", es["best_val_loss"], finite=False)
     known = {"dataset", "device", "optimizer", "test_accuracy", "test_loss", "position", "steps", "early_stopping"}
     for key, value in info.items():

@@ -172,6 +172,15 @@ def test_every_command_reads_through_the_schema(command, data_dir, tmp_path):
     assert_user_error(result, 4, "nested too deeply")
 
 
+def test_early_stopping_that_never_improved_still_loads(data_dir, tmp_path):
+    """EarlyStopping keeps best_epoch None when every val_loss was NaN: what train writes must load."""
+    stopped = {"stopped_after_epoch": 2, "best_epoch": None, "best_val_loss": float("inf")}
+    path = _edited(tmp_path, _set("info", "early_stopping", stopped))
+    assert invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20").exit_code == 0
+    path = _edited(tmp_path, _set("info", "early_stopping", {**stopped, "best_epoch": 0}))
+    assert_user_error(invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20"), 4, "best_epoch")
+
+
 def test_unknown_info_is_kept_only_when_plain(data_dir, tmp_path):
     path = _edited(tmp_path, _set("info", "note", {"a": [1, "two", None]}))
     result = invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20", "--json")
