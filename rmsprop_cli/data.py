@@ -451,7 +451,7 @@ class _Pace:
 
     def _watch(self) -> None:
         samples = collections.deque([(time.monotonic(), 0)])
-        while not self._done.wait(min(0.25, self.window / 10)):
+        while not self._done.wait(max(0.01, min(0.25, self.window / 10))):
             now, got = time.monotonic(), self.received
             samples.append((now, got))
             while len(samples) > 2 and samples[1][0] <= now - self.window:
@@ -724,7 +724,7 @@ def _download(
                 reasons = [("", e.reason)]
                 kinds.add(e.kind)
                 if e.reason.startswith("too slow") and n + 1 < len(mirrors):
-                    _say(reporter, f"{shown} is {e.reason}; trying the next mirror")
+                    _say(reporter, _redact(f"{shown} is {e.reason}; trying the next mirror"))
                 break
             except _Failed as e:
                 reasons.append((candidate, e.reason))
