@@ -242,9 +242,9 @@ def test_fifo_as_image_checkpoint_or_mirror_file_is_refused_without_blocking(mod
 
 def test_a_pipe_that_delivers_nothing_is_given_up_on(model):
     start = time.monotonic()
-    result = bash(f'"$PY" -m rmsprop_cli predict "{model}" <(exec sleep 8 2>/dev/null)', timeout=7)
+    result = bash(f'"$PY" -m rmsprop_cli predict "{model}" <(exec sleep 30 2>/dev/null)', timeout=20)
     one_line_error(result, 3, "is a pipe that delivered nothing in 1 s")
-    assert time.monotonic() - start < 6
+    assert time.monotonic() - start < 15
 
 
 def test_devices_folders_and_symlink_loops_say_what_they_are(model, tmp_path):
