@@ -242,7 +242,8 @@ def test_fifo_as_image_checkpoint_or_mirror_file_is_refused_without_blocking(mod
 
 def test_a_pipe_that_delivers_nothing_is_given_up_on(model):
     start = time.monotonic()
-    result = bash(f'"$PY" -m rmsprop_cli predict "{model}" <(exec sleep 30 2>/dev/null)', timeout=20)
+    script = f'"$PY" -m rmsprop_cli predict "{model}" <(exec sleep 30 2>/dev/null); rc=$?; kill $! 2>/dev/null; exit $rc'
+    result = bash(script, timeout=20)
     one_line_error(result, 3, "is a pipe that delivered nothing in 1 s")
     assert time.monotonic() - start < 15
 
