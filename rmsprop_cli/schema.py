@@ -28,7 +28,7 @@ from .errors import CheckpointError, ConfigError
 # history of a long run (about 170 bytes an epoch) is the only big one.
 MAX_CHARS = {"recipe": 64 * 2**10, "info": 2**20, "history": 100 * 10**6}
 MAX_DEPTH = 8            # of a JSON value under an info key this schema does not know
-MAX_TEXT = 4096          # characters of any string value
+MAX_TEXT = 4096          # characters of a string under such a key
 HEX32 = re.compile(r"[0-9a-f]{32}")
 FILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,255}")
 U128 = 2**128
