@@ -12,11 +12,13 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,7 +81,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:   # EPERM: alive, another user's
+    except (OSError, OverflowError):   # EPERM: alive, another user's; no such number: not ours to judge
         return True
     return True
 
@@ -173,6 +175,8 @@ class OutputLock:
     on release, while still locked; a writer that locked a file since unlinked
     notices (another inode now has the name) and tries again.  Where flock is
     unavailable (Windows, or a file system that refuses it) nothing is locked.
+    Signals wait while the lock is taken or given back, so that a Ctrl-C never
+    leaves it half taken (held by a lost descriptor, or its file left behind).
     """
 
     def __init__(self, path: Path):
@@ -184,7 +188,7 @@ class OutputLock:
         if fcntl is None:
             return self
         make_folder(self.path)
-        with path_errors(OutputError, self.path, "write", WRITE_HINT):
+        with _signals_held(), path_errors(OutputError, self.path, "write", WRITE_HINT):
             while True:
                 fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
                 try:
@@ -214,18 +218,33 @@ class OutputLock:
     def release(self) -> None:
         if self.fd is None:
             return
-        try:
-            os.unlink(self.lock_path)
-        except OSError:
-            pass
-        os.close(self.fd)
-        self.fd = None
+        with _signals_held():
+            try:
+                os.unlink(self.lock_path)
+            except OSError:
+                pass
+            os.close(self.fd)
+            self.fd = None
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+@contextmanager
+def _signals_held():
+    """SIGINT, SIGTERM and SIGHUP blocked (POSIX), to be delivered when the block ends."""
+    held = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _read_holder(fd: int) -> str:

@@ -210,7 +210,8 @@ def train(
         rich_help_panel="Optimizer")] = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
-             "\\[default: runs/<time>-<recipe>/model.safetensors, or the resumed checkpoint].", show_default=False)] = None,
+             "\\[default: a new runs/<time>-<recipe>-seed<seed>/model.safetensors, or the resumed checkpoint]. "
+             "Its metrics go beside it, in <stem>.metrics.csv.", show_default=False)] = None,
     resume: Annotated[Optional[Path], typer.Option(
         help="Continue the run saved in this checkpoint (after Ctrl-C, --checkpoint-every or a finished run); "
              "its recipe is kept, --epochs may grow.", show_default=False)] = None,
@@ -393,7 +394,8 @@ def compare(
 def plot(
     checkpoint: CheckpointArg,
     output: Annotated[Optional[Path], typer.Option(
-        help="The PNG to write \\[default: curves.png beside the checkpoint].", show_default=False)] = None,
+        help="The .png file to write, or a folder to put it in \\[default: <stem>.curves.png beside the checkpoint].",
+        show_default=False)] = None,
 ):
     """Draw a run's training and validation loss and accuracy per epoch as a PNG (needs matplotlib)."""
     with _user_errors():

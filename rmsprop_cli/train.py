@@ -168,8 +168,9 @@ class EarlyStopping:
 
 
 class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM (timeout, docker stop, Slurm, systemd, CI runners)
-    as requests to stop, while the context is active.
+    """SIGINT (Ctrl-C), SIGTERM (timeout, docker stop, Slurm, systemd, CI runners) and
+    SIGHUP (the terminal closed) as requests to stop, while the context is active.
+    A signal that was ignored when it began (nohup, a background job) stays ignored.
 
     Until `training` is set, either stops at once (StoppedAtOnce, a KeyboardInterrupt):
     nothing is trained yet, so nothing is lost.  From the first batch on, the first
@@ -185,7 +186,7 @@ class StopSignals:
     milliseconds, with Numba loaded) would otherwise kill it with SIGINT's status.
     """
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
 
     def __init__(self, then_ignore: bool = False):
         self.signum: int | None = None
@@ -205,7 +206,8 @@ class StopSignals:
     def __enter__(self) -> "StopSignals":
         if threading.current_thread() is threading.main_thread():
             for s in self.SIGNALS:
-                self._previous[s] = signal.signal(s, self._handle)
+                if signal.getsignal(s) is not signal.SIG_IGN:
+                    self._previous[s] = signal.signal(s, self._handle)
         return self
 
     def __exit__(self, *exc) -> None:

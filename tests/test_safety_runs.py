@@ -106,10 +106,12 @@ def _when(moment, out: Path):
     (signal.SIGTERM, "claimed", 0),
     (signal.SIGINT, "last epoch done", 0),
     (signal.SIGTERM, "last epoch done", 0.15),
+    (signal.SIGHUP, "last epoch done", 0.05),
     (signal.SIGINT, "final save", 0),
     (signal.SIGTERM, "saved", 0),
     (signal.SIGINT, "saved", 0.03),
-], ids=["SIGTERM-before-training", "SIGINT-at-last-epoch", "SIGTERM-in-test-evaluation", "SIGINT-during-final-save",
+], ids=["SIGTERM-before-training", "SIGINT-at-last-epoch", "SIGTERM-in-test-evaluation", "SIGHUP-in-test-evaluation",
+        "SIGINT-during-final-save",
         "SIGTERM-while-printing", "SIGINT-while-exiting"])
 def test_a_signal_after_the_first_batch_always_leaves_a_loadable_checkpoint(data_dir, tmp_path, signum, moment,
                                                                             delay):
@@ -139,7 +141,8 @@ def test_a_signal_after_the_first_batch_always_leaves_a_loadable_checkpoint(data
         return
     assert code == 128 + signum, err
     message = one_line(err)
-    assert message.startswith("Interrupted:" if signum == signal.SIGINT else "Terminated (SIGTERM):"), message
+    assert message.startswith("Interrupted:" if signum == signal.SIGINT else
+                              f"Terminated ({signal.Signals(signum).name}):"), message
     if "before training started" in message:
         assert moment == "claimed" and not path.exists() and not (out / ".model.safetensors.lock").exists()
         return
@@ -179,6 +182,23 @@ def test_sigterm_saves_and_the_printed_commands_work_when_pasted(data_dir, tmp_p
                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert pasted.returncode == 0, pasted.stderr
     assert json.loads(pasted.stdout)["test_accuracy"] > 0.5
+
+
+def test_a_signal_ignored_at_the_start_stays_ignored(data_dir, tmp_path):
+    """nohup: SIGHUP ignored when the command starts is not taken over; SIGINT still stops it."""
+    out = tmp_path / "run"
+    proc = start(*LONG, "--output", out, data_dir=data_dir,
+                 preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+    try:
+        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), proc.stderr.read()
+        proc.send_signal(signal.SIGHUP)
+        done = rows(out / "model.metrics.csv")
+        assert wait_for(lambda: rows(out / "model.metrics.csv") >= done + 3)   # still training
+        proc.send_signal(signal.SIGINT)
+        code, _, err = finish(proc)
+    finally:
+        proc.kill()
+    assert code == 130 and one_line(err).startswith("Interrupted: stopped"), err
 
 
 # --- 4: unique run folders, and one writer per checkpoint ---------------------------------------
@@ -329,7 +349,8 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_run(data_dir, tmp_
     planted_dead.write_text("left by a killed run")
     live = out / f".model.safetensors.{os.getpid()}-abcdefgh.tmp"      # a writer still alive: this test
     live.write_text("being written")
-    users = [out / ".model.safetensors.notes.tmp", out / "model.safetensors.tmp", out / ".other.safetensors.1-abcdefgh.tmp"]
+    users = [out / ".model.safetensors.notes.tmp", out / "model.safetensors.tmp", out / ".other.safetensors.1-abcdefgh.tmp",
+             out / f".model.safetensors.{'9' * 30}-abcdefgh.tmp"]
     for p in users:
         p.write_text("the user's")
     result = invoke("train", *TINY, "--output", out, "--data-dir", data_dir)
