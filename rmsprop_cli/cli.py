@@ -75,10 +75,11 @@ def _device(device: str, quiet: bool) -> str:
 
 
 def _pin_threads(threads: int | None) -> None:
-    if threads is not None:
-        from . import threads as policy
+    """--threads N pins; without it, the count is chosen by measurement (even
+    if an earlier command in this process pinned it)."""
+    from . import threads as policy
 
-        policy.pin(threads)
+    policy.pin(threads)
 
 
 @contextmanager

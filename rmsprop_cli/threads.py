@@ -9,8 +9,8 @@ became 3-5 times slower than one (OpenMP's wait policies and spin counts were
 measured too: none is good both quiet and loaded, see README "Threads on a busy
 machine").  Training is bit for bit the same on any number of threads, so the
 count may change between any two chunks without changing a number: the policy
-below keeps the fastest count it has measured and now and then probes a
-neighbouring one on a few batches, backing off while the probes lose.
+below keeps the fastest count it has measured and now and then probes
+another on a few batches, backing off while the probes lose.
 
 This module is pure Python (no numba import) so the policy can be tested with
 given timings.
@@ -23,21 +23,25 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
-# A probe runs the other thread count for about this long (at the current
-# count's speed), at least PROBE_MIN_BATCHES batches: long enough to average
-# over a few scheduler time slices, short enough that a losing probe costs
-# little.  Probes come after MIN_INTERVAL seconds of training at first; each
-# probe that loses doubles the wait, up to MAX_INTERVAL, which bounds how long
-# training stays on one thread after the load has gone.
+# A probe runs another thread count on a few batches: about PROBE_SECONDS at
+# the slower of the two counts' known speeds, so that a losing probe costs
+# little even where the other count is many times slower.  Probes come after
+# MIN_INTERVAL seconds of training at first; each that loses doubles the wait,
+# up to MAX_INTERVAL, which bounds how long training stays on fewer threads
+# after the load has gone, and never less than COST_RATIO times what the last
+# probe cost, so probing takes at most about 1/COST_RATIO of the time.
 PROBE_SECONDS = 0.004
-PROBE_MIN_BATCHES = 4
 MIN_INTERVAL = 0.25
 MAX_INTERVAL = 2.0
+COST_RATIO = 50
 # A count must be this much faster per batch to displace the current one, so
 # that noise does not make the policy flap between two equal counts.
 MARGIN = 0.05
-# Weight of the newest chunk in the current count's running time per batch.
+# Weight of the newest part in the current count's running time per batch.
 SMOOTHING = 0.5
+# A switch is undone as a lucky probe's if it is reversed within this many
+# batches (about two chunks of the default recipe).
+SETTLE_BATCHES = 80
 
 _pinned: int | None = None
 
@@ -56,7 +60,9 @@ def pin(threads: int | None) -> None:
         numba.set_num_threads(limit)
         return
     if type(threads) is not int or not 1 <= threads <= limit:
-        raise ConfigError(f"--threads must be a whole number from 1 to {limit} (the threads Numba may use here); got {threads}")
+        why = "NUMBA_NUM_THREADS in the environment" if os.environ.get("NUMBA_NUM_THREADS") else "this machine's cores"
+        raise ConfigError(f"--threads must be a whole number from 1 to {limit} (the limit set by {why}); "
+                          f"got {threads}")
     _pinned = threads
     numba.set_num_threads(threads)
 
@@ -70,93 +76,119 @@ def pinned() -> int | None:
 
 
 def choices(most: int) -> tuple[int, ...]:
-    """The thread counts tried, from `most` down to 1 by halving: (8, 4, 2, 1), (6, 3, 1), (2, 1)."""
-    out = [most]
-    while out[-1] > 1:
-        out.append(max(1, out[-1] // 2))
-    return tuple(out)
+    """The thread counts tried, from `most` down to 1 by halving, and 2: (8, 4, 2, 1), (6, 3, 2, 1), (2, 1)."""
+    out = {most, min(most, 2), 1}
+    while most > 1:
+        most //= 2
+        out.add(max(most, 1))
+    return tuple(sorted(out, reverse=True))
 
 
 @dataclass
 class ThreadPolicy:
-    """Chooses the thread count of each chunk from the measured time per batch.
+    """Chooses the thread count of each part of a chunk from the measured time per batch.
 
     part(n) says how to run the next part of a chunk with n batches left
     (usually all of them, on the current count); record(threads, batches,
-    seconds) reports each part's time.  Only neighbouring counts (half or twice the current
-    one) are probed, so on many cores the choice walks to the best count.
+    seconds) reports each part's time.  Only fresh measurements move the
+    choice: the neighbouring counts (half or twice the current one) and one
+    thread are probed in turn, and two parts in a row slower than a known
+    alternative make the next part a probe of it rather than a switch to it,
+    since what is known of the alternative may be old.
     """
 
     counts: tuple[int, ...]
-    current: int = 0                               # index into counts; counts[0] (the most) first
-    per_batch: dict = field(default_factory=dict)  # count -> last known seconds per batch
+    current: int = 0                               # index into counts; counts[0], the most, first
+    per_batch: dict = field(default_factory=dict)  # count -> seconds per batch (the current's smoothed)
     interval: float = MIN_INTERVAL                 # seconds of training between probes
     since_probe: float = 0.0
     probes: int = 0
     switches: int = 0
-    _fresh: float | None = None   # after a probe's switch: the interval before it, until the next chunk confirms
+    urgent: bool = False      # the current count looked slow: probe the best alternative next
+    _slow: int = 0            # parts in a row slower than a known alternative
+    _switched: tuple | None = None  # (index left, interval then, batches since) after a probe's switch
     _last_probed: int = -1
 
     @property
     def threads(self) -> int:
         return self.counts[self.current]
 
-    def _neighbours(self) -> list[int]:
-        return [i for i in (self.current - 1, self.current + 1) if 0 <= i < len(self.counts)]
+    def _candidates(self) -> list[int]:
+        near = {self.current - 1, self.current + 1, len(self.counts) - 1}
+        return sorted(i for i in near if 0 <= i < len(self.counts) and i != self.current)
+
+    def _known(self, i: int) -> float:
+        return self.per_batch.get(self.counts[i], float("inf"))
 
     def _due(self) -> int | None:
-        """The index of the count to probe before the next chunk, or None."""
-        near = self._neighbours()
-        if not near or self.threads not in self.per_batch:
-            return None  # the current count is measured first: a probe is judged against it
-        unknown = [i for i in near if self.counts[i] not in self.per_batch]
+        """The index of the count to probe next, or None."""
+        candidates = self._candidates()
+        if not candidates or self.threads not in self.per_batch:
+            return None  # a probe is judged against the current count: measure that first
+        unknown = [i for i in candidates if self.counts[i] not in self.per_batch]
         if unknown:
             return unknown[0]
+        if self.urgent:
+            return min(candidates, key=self._known)
         if self.since_probe < self.interval:
             return None
-        return near[0] if len(near) == 1 or self._last_probed == near[1] else near[1]
+        later = [i for i in candidates if i > self._last_probed]
+        return later[0] if later else candidates[0]
 
     def part(self, n_batches: int) -> tuple[int, int]:
-        """(threads, batches) for the next part of a chunk with n_batches left:
-        a few batches of a probe when one is due, else all of them on the
-        current count.  Ask again after recording each part, so that a probe
-        that wins carries the rest of the chunk."""
-        probe = self._due() if n_batches > 0 else None
+        """(threads, batches) for the next part of a chunk with n_batches left.
+        Ask again after recording each part, so that a probe that wins carries
+        the rest of the chunk."""
+        if n_batches <= 1:
+            probe = self._due() if n_batches == 1 else None
+            return (self.counts[probe] if probe is not None else self.threads), n_batches
+        if self.threads not in self.per_batch:
+            # The first part is short too: the most threads may be the slowest.
+            return self.threads, min(n_batches // 2, 4)
+        probe = self._due()
         if probe is None:
             return self.threads, n_batches
-        size = max(PROBE_MIN_BATCHES, int(PROBE_SECONDS / max(self.per_batch[self.threads], 1e-9)))
+        slower = max(self.per_batch[self.threads], self.per_batch.get(self.counts[probe], 0.0), 1e-9)
         self._last_probed = probe
-        return self.counts[probe], min(size, n_batches // 2 if n_batches >= 2 * PROBE_MIN_BATCHES else n_batches)
+        return self.counts[probe], max(1, min(int(PROBE_SECONDS / slower), n_batches // 2))
 
-    def record(self, threads: int, batches: int, seconds: float) -> None:
+    def record(self, threads: int, batches: float, seconds: float) -> None:
+        """A part of `batches` batches (fractional for a ragged last one) took `seconds` on `threads`."""
         if batches <= 0 or threads not in self.counts:
             return
         rate = seconds / batches
         i = self.counts.index(threads)
-        if i != self.current:  # a probe
-            self.probes += 1
-            self.per_batch[threads] = rate
-            if rate < self.per_batch[self.threads] * (1 - MARGIN):
-                self._fresh, self.interval = self.interval, MIN_INTERVAL
-                self.current, self.switches = i, self.switches + 1
-            else:
-                self.interval = min(2 * self.interval, MAX_INTERVAL)
-            self.since_probe = 0.0
+        if i != self.current:
+            self._probed(i, rate, seconds)
             return
         self.since_probe += seconds
         old = self.per_batch.get(threads)
-        self.per_batch[threads] = rate if old is None or self._fresh is not None else \
-            SMOOTHING * rate + (1 - SMOOTHING) * old
-        before, self._fresh = self._fresh, None
-        # When the load changes under the current count, move at once to a
-        # neighbour known to be faster, without waiting for a probe.
-        best = min(self._neighbours(), key=lambda j: self.per_batch.get(self.counts[j], float("inf")), default=None)
-        if best is not None and self.per_batch.get(self.counts[best], float("inf")) < rate * (1 - MARGIN) \
-                and self.per_batch[threads] > self.per_batch[self.counts[best]] * (1 + MARGIN):
-            self.current, self.switches = best, self.switches + 1
-            # Straight back after a probe's switch: that probe was lucky, so wait longer before the next.
-            self.interval = min(2 * before, MAX_INTERVAL) if before is not None else MIN_INTERVAL
-            self.since_probe = 0.0
+        self.per_batch[threads] = rate if old is None else SMOOTHING * rate + (1 - SMOOTHING) * old
+        if self._switched is not None:
+            left, before, done = self._switched
+            self._switched = (left, before, done + batches) if done + batches < SETTLE_BATCHES else None
+        # Slow on the running average twice in a row: one slow part alone is a
+        # hiccup (a scheduler time slice lost), not a change of load.
+        best = min(self._candidates(), key=self._known, default=None)
+        slow = best is not None and self.per_batch[threads] > self._known(best) * (1 + MARGIN)
+        self._slow = self._slow + 1 if slow else 0
+        self.urgent = self._slow >= 2
+
+    def _probed(self, i: int, rate: float, seconds: float) -> None:
+        self.probes += 1
+        self.per_batch[self.counts[i]] = rate
+        self.since_probe, self.urgent, self._slow = 0.0, False, 0
+        ours = self.per_batch[self.threads]
+        if rate < ours * (1 - MARGIN):
+            if self._switched is not None and self._switched[0] == i:
+                # Straight back: the probe that made the last switch was lucky; wait longer now.
+                self.interval, self._switched = min(2 * self._switched[1], MAX_INTERVAL), None
+            else:
+                self._switched, self.interval = (self.current, self.interval, 0.0), MIN_INTERVAL
+            self.current, self.switches = i, self.switches + 1
+            return
+        cost = seconds - seconds * ours / rate  # what the probe took beyond the current count's time
+        self.interval = max(min(2 * self.interval, MAX_INTERVAL), COST_RATIO * cost)
 
 
 def policy(most: int) -> ThreadPolicy:

@@ -125,7 +125,7 @@ BUSY = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() 
 
 
 @contextmanager
-def busy(k: int, seconds: float = 300.0):
+def busy(k: int, seconds: float = 900.0):
     """k CPU-bound processes, each ending by itself after `seconds` at the latest, killed by PID on exit."""
     procs = [subprocess.Popen([sys.executable, "-c", BUSY.format(seconds=seconds)]) for _ in range(k)]
     try:
@@ -152,7 +152,7 @@ def under_load(args: argparse.Namespace) -> None:
             str(args.batch_size), "--hidden", args.hidden, "--device", args.device]
     if args.limit:
         base += ["--limit", str(args.limit)]
-    runs = {}
+    runs, firsts = {}, {}
     for r in range(args.rounds):
         for load in (0, args.load):
             for name, (extra, env) in settings.items():
@@ -162,6 +162,7 @@ def under_load(args: argparse.Namespace) -> None:
                 epochs = [float(m.group(1)) for m in re.finditer(r"^\s+\d+\s+([\d.]+)\s", out, re.M)]
                 median = statistics.median(epochs[1:] or epochs)  # the first epoch warms up
                 runs.setdefault((load, name), []).append(median)
+                firsts.setdefault((load, name), []).append(epochs[0])
                 threads = re.search(r"^threads: .*$", out, re.M)
                 print(f"round {r + 1}, {'quiet' if not load else f'{load} busy'}, {name}: "
                       f"epochs {[round(e, 3) for e in epochs]}, median of epochs 2+ {median:.3f} s"
@@ -174,6 +175,8 @@ def under_load(args: argparse.Namespace) -> None:
             v = runs[(load, name)]
             cells.append(f"{statistics.median(v):.3f} ({', '.join(f'{x:.2f}' for x in v)})")
         print(f"{name:36s} {cells[0]:>24s} {cells[1]:>24s}")
+    print("first epochs (the thread policy's learning falls here), median of rounds: " + "; ".join(
+        f"{name} {'quiet' if not load else 'busy'} {statistics.median(v):.3f}" for (load, name), v in firsts.items()))
     for load in (0, args.load):
         ratio = statistics.median(runs[(load, "chosen (default)")]) / statistics.median(runs[(load, "1 thread")])
         print(f"chosen / one thread, {'quiet' if not load else f'{load} busy'}: {ratio:.2f}")

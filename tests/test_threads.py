@@ -6,7 +6,7 @@ import pytest
 
 from rmsprop_cli import threads
 from rmsprop_cli.errors import ConfigError
-from rmsprop_cli.threads import MAX_INTERVAL, ThreadPolicy, choices
+from rmsprop_cli.threads import ThreadPolicy, choices
 
 CHUNK = 38  # batches per chunk of the default recipe (1,500 batches, 40 progress refreshes an epoch)
 QUIET = {2: 0.13e-3, 1: 0.19e-3}   # seconds per batch measured on this 2-core machine
@@ -57,7 +57,7 @@ def test_the_policy_switches_when_load_comes_and_back_when_it_goes():
     assert batches(log, 1, 5.05, 10.0) > 0.97 * (batches(log, 1, 5.05, 10.0) + batches(log, 2, 5.05, 10.0) - 6 * CHUNK)
     # ...and back on two at most one probing interval after it has gone.
     back = min(t for t, n, c in log if t >= 10.0 and n == 2)
-    assert back - 10.0 <= MAX_INTERVAL + 0.01
+    assert back - 10.0 <= 2.01  # the longest wait between probes
     assert batches(log, 2, back + 0.1) / total([e for e in log if e[0] >= back + 0.1]) > 0.97
     assert policy.threads == 2 and policy.switches >= 2
 
@@ -77,6 +77,43 @@ def test_lucky_probes_under_load_do_not_keep_training_on_the_slow_count():
     assert elapsed < 1.1 * total(log) * LOADED[1]
 
 
+@pytest.mark.parametrize("chance,bound", [(0.005, 1.01), (0.01, 1.01), (0.05, 1.04)])
+def test_hiccups_on_a_quiet_machine_do_not_move_training_off_all_threads(chance, bound):
+    """A chunk that loses a scheduler time slice (2.5 times slower, by chance) is not a change of load."""
+    rng = np.random.default_rng(1)
+    _, log = simulate(ThreadPolicy(choices(2)), lambda n, now: QUIET[n] * (2.5 if rng.random() < chance else 1), 20.0)
+    assert batches(log, 2) / total(log) > 0.96
+    rng = np.random.default_rng(1)
+    slowed = sum(c * QUIET[n] * (2.5 if rng.random() < chance else 1) for _, n, c in log)
+    assert slowed < bound * total(log) * QUIET[2] * (1 + 1.5 * chance)
+
+
+def test_noisy_timings_cost_little():
+    rng = np.random.default_rng(2)
+    elapsed, log = simulate(ThreadPolicy(choices(2)), lambda n, now: QUIET[n] * rng.lognormal(0, 0.5), 20.0)
+    assert elapsed < 1.05 * total(log) * QUIET[2] * np.exp(0.5 ** 2 / 2)
+
+
+def test_a_probe_of_a_much_slower_count_is_short():
+    """Slow batches (a wide network) whose two-thread step is five times slower: probes are
+    sized by the slower count, so they cost about 2% at most."""
+    rates = {2: 25e-3, 1: 5e-3}
+    elapsed, log = simulate(ThreadPolicy(choices(2)), lambda n, now: rates[n], 60.0)
+    assert elapsed < 1.03 * total(log) * rates[1]
+
+
+@pytest.mark.parametrize("rates,best", [
+    ({6: 1.0e-3, 3: 0.98e-3, 2: 0.97e-3, 1: 0.3e-3}, 1),   # every count above one stalls alike
+    ({4: 0.9e-3, 2: 0.88e-3, 1: 0.25e-3}, 1),
+    ({8: 0.40e-3, 4: 0.42e-3, 2: 0.15e-3, 1: 0.25e-3}, 2),  # a dip that halving alone would not cross
+], ids=["6-cores", "4-cores", "8-cores"])
+def test_one_thread_and_two_are_always_within_reach(rates, best):
+    policy = ThreadPolicy(choices(max(rates)))
+    elapsed, log = simulate(policy, lambda n, now: rates[n], 20.0)
+    assert policy.threads == best
+    assert elapsed < 1.03 * total(log) * rates[best]
+
+
 def test_on_many_cores_the_policy_walks_to_the_best_count():
     rates = {8: 0.40e-3, 4: 0.10e-3, 2: 0.15e-3, 1: 0.25e-3}  # a laptop whose other programs take some cores
     policy = ThreadPolicy(choices(8))
@@ -85,8 +122,9 @@ def test_on_many_cores_the_policy_walks_to_the_best_count():
     assert batches(log, 4, 2.0) / total([e for e in log if e[0] >= 2.0]) > 0.95
 
 
-def test_choices_halve_down_to_one():
-    assert choices(1) == (1,) and choices(2) == (2, 1) and choices(8) == (8, 4, 2, 1) and choices(6) == (6, 3, 1)
+def test_choices_halve_down_to_one_and_hold_two():
+    assert choices(1) == (1,) and choices(2) == (2, 1) and choices(8) == (8, 4, 2, 1) and choices(6) == (6, 3, 2, 1)
+    assert choices(3) == (3, 2, 1) and choices(16) == (16, 8, 4, 2, 1)
 
 
 def test_a_single_count_is_never_probed():
@@ -121,6 +159,7 @@ class Scripted:
 
     def __init__(self, cycle, size):
         self.cycle, self.size, self.i = cycle, size, 0
+        self.counts = tuple(sorted(set(cycle), reverse=True))
 
     @property
     def threads(self):
@@ -137,8 +176,9 @@ class Scripted:
                                      {"optimizer": "rmsprop", "centered": True, "momentum": 0.9}], ids=str)
 def test_changing_the_thread_count_mid_run_changes_no_bit(options):
     """Chunks split into parts on 1, 2 and 3 threads in turn end with the same weights,
-    optimizer state, loss (to the bit: losses are summed per row, in row order) and counts as
-    the same chunks on one thread."""
+    optimizer state, loss and counts as the same chunks on one thread.  (The loss is equal by
+    construction, summed per row in row order across parts; with losses of this size float64
+    sums of the float32 terms would happen to be exact in any order too.)"""
     from test_backend_cpu import backend
 
     rng = np.random.default_rng(11)
@@ -254,3 +294,47 @@ def test_info_says_how_training_chooses_its_threads():
     assert pinned["training_threads_choice"] == "pinned to 1 by NUMBA_NUM_THREADS"
     text = _cli("info", env={"COLUMNS": "200"}).stdout
     assert "Training threads" in text
+
+
+def test_the_thread_count_is_restored_after_every_part_and_after_an_error():
+    import numba
+
+    from rmsprop_cli.backends.cpu import numba_threads
+    from test_backend_cpu import backend
+
+    before = numba.get_num_threads()
+    rng = np.random.default_rng(13)
+    images, y = rng.integers(0, 256, (64, 28, 28)).astype(np.uint8), rng.integers(0, 10, 64)
+    be, _, _ = backend(images=images, y=y, hidden=(8,), batch_size=16)
+    be.policy = Scripted((1, 2), 1)
+    be.train_chunk(rng.permutation(64), 0, 4)
+    be.evaluate(images, y)
+    assert numba.get_num_threads() == before
+    with pytest.raises(KeyboardInterrupt):
+        with numba_threads(1):
+            assert numba.get_num_threads() == 1
+            raise KeyboardInterrupt
+    assert numba.get_num_threads() == before
+
+
+def test_evaluation_uses_every_thread_unless_training_found_fewer_faster(monkeypatch):
+    import numba
+
+    from rmsprop_cli.backends import cpu
+    from test_backend_cpu import backend
+
+    if numba.get_num_threads() < 2:
+        pytest.skip("needs two threads")
+    used = []
+    real = cpu.K.evaluate
+    monkeypatch.setattr(cpu.K, "evaluate", lambda *a: (used.append((a[6].shape[0], numba.get_num_threads())),
+                                                        real(*a))[1])
+    rng = np.random.default_rng(14)
+    images, y = rng.integers(0, 256, (64, 28, 28)).astype(np.uint8), rng.integers(0, 10, 64)
+    be, _, _ = backend(images=images, y=y, hidden=(8,), batch_size=16)
+    shards = len(be.eval_bufs[2])
+    be.policy = ThreadPolicy((2, 1))
+    be.evaluate(images, y)
+    be.policy.current = 1  # training found one thread faster
+    be.evaluate(images, y)
+    assert used == [(shards, numba.get_num_threads()), (1, 1)]

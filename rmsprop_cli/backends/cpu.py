@@ -167,7 +167,7 @@ class CpuBackend:
             if bad >= 0:
                 self.step += bad
                 return float(loss), int(correct), int(seen), done + int(bad)
-            self.policy.record(n_threads, -(-n // self.batch_size), time.perf_counter() - t0)
+            self.policy.record(n_threads, n / self.batch_size, time.perf_counter() - t0)
             self.step += -(-n // self.batch_size)
             done += count
             if done >= n_batches or n < count * self.batch_size:
@@ -175,13 +175,14 @@ class CpuBackend:
         return float(loss), int(correct), int(seen), -1
 
     def evaluate(self, images, y):
-        """On all threads; during training, on as many as the thread policy last
-        found fastest for training steps, since a machine too busy for them is
-        too busy for all threads in evaluation too.  No number depends on it."""
+        """On all threads; during training, when the thread policy has found
+        fewer threads faster for training steps, on that many: a machine too
+        busy for all threads in a step is too busy for them here too.  No
+        number depends on it."""
         n_classes = int(self.sizes[-1])
         confusion = np.zeros((n_classes, n_classes), np.int64)
         shards = len(self.eval_bufs[2])
-        if len(self.policy.counts) > 1:
+        if self.policy.threads < self.policy.counts[0]:
             shards = min(shards, self.policy.threads)
         with numba_threads(shards):
             loss, correct = K.evaluate(pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64),
