@@ -26,7 +26,7 @@ import numpy as np
 
 from . import model, paths, schema
 from .config import Recipe
-from .errors import CheckpointError, ConfigError, OutputBusy, OutputError, path_errors
+from .errors import CheckpointError, OutputBusy, OutputError, path_errors
 
 try:
     import fcntl
@@ -112,15 +112,25 @@ def remove_dead_temporaries(path: Path) -> list[str]:
     return removed
 
 
+def _no_file_in_the_way(path: Path) -> None:
+    """Refuse `path` when something that is not a folder (a file, a device) stands where one of
+    the folders above it must be, naming it."""
+    for above in (path.parent, *path.parent.parents):
+        try:
+            mode = os.stat(above).st_mode
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(mode):
+            what = "a file" if stat.S_ISREG(mode) else paths.kind_of(mode)
+            raise OutputError(f"cannot write {path}: {above} is {what}, not a folder; {WRITE_HINT}")
+        return
+
+
 def make_folder(path: Path) -> None:
     """The folder `path` goes in, made if missing; a file where a folder must be is named."""
     path = Path(path)
     with path_errors(OutputError, path, "write", WRITE_HINT):
-        for above in (path.parent, *path.parent.parents):
-            if above.exists():
-                if not above.is_dir():
-                    raise OutputError(f"cannot write {path}: {above} is a file, not a folder; {WRITE_HINT}")
-                break
+        _no_file_in_the_way(path)
         path.parent.mkdir(parents=True, exist_ok=True)
 
 
@@ -265,6 +275,7 @@ def check_replaceable(path: Path, what: str, looks_like) -> None:
     FIFO, a device or a user's own file of another kind is never replaced."""
     path = Path(path)
     with path_errors(OutputError, path, "write", WRITE_HINT):
+        _no_file_in_the_way(path)
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -279,8 +279,8 @@ def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
     mkdir is atomic: when the folder exists (another run started in the same second
     with the same recipe and seed), -2, -3, ... is tried, so no two runs ever share one."""
     base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.describe()}-seed{recipe.seed}"
-    with path_errors(OutputError, root, "make a run folder in", "give --output"):
-        root.mkdir(parents=True, exist_ok=True)
+    checkpoint.make_folder(root / base)
+    with path_errors(OutputError, root / base, "make the run folder", checkpoint.WRITE_HINT):
         for n in itertools.count(1):
             folder = root / (base if n == 1 else f"{base}-{n}")
             try:

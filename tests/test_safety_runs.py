@@ -49,11 +49,31 @@ def assert_user_error(result, code, *words):
         assert w in message, message
 
 
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_outlives_its_test():
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        proc.kill()
+        proc.communicate()
+
+
 def start(*args, cwd=None, data_dir=None, **popen):
     env = {**os.environ, "COLUMNS": "300"}
     extra = ["--data-dir", str(data_dir)] if data_dir else []
-    return subprocess.Popen([sys.executable, "-m", "rmsprop_cli", "train", *map(str, args), *extra],
+    proc = subprocess.Popen([sys.executable, "-m", "rmsprop_cli", "train", *map(str, args), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd, **popen)
+    STARTED.append(proc)
+    return proc
+
+
+def stderr_of(proc) -> str:
+    """What a run said, for a failing assertion: it is stopped first (reading a live one's would wait for ever)."""
+    proc.kill()
+    return proc.communicate(timeout=30)[1]
 
 
 def finish(proc, timeout=60):
@@ -120,7 +140,7 @@ def test_a_signal_after_the_first_batch_always_leaves_a_loadable_checkpoint(data
     out = tmp_path / "run"
     proc = start(*WIDE, "--output", out, data_dir=data_dir)
     try:
-        assert wait_for(_when(moment, out)), proc.stderr.read()
+        assert wait_for(_when(moment, out)), stderr_of(proc)
         time.sleep(delay)
         proc.send_signal(signal.SIGSTOP)
         if proc.poll() is not None:
@@ -161,7 +181,7 @@ def test_sigterm_saves_and_the_printed_commands_work_when_pasted(data_dir, tmp_p
     work when pasted into a shell, for a path with a space, a $ and a *."""
     out = tmp_path / "it's my $HOME run*" / "model.safetensors"
     proc = start(*LONG, "--output", out, data_dir=data_dir)
-    assert wait_for(lambda: rows(out.with_name("model.metrics.csv")) >= 2), proc.stderr.read()
+    assert wait_for(lambda: rows(out.with_name("model.metrics.csv")) >= 2), stderr_of(proc)
     proc.send_signal(signal.SIGTERM)
     code, _, err = finish(proc)
     assert code == 143, err
@@ -190,7 +210,7 @@ def test_a_signal_ignored_at_the_start_stays_ignored(data_dir, tmp_path):
     proc = start(*LONG, "--output", out, data_dir=data_dir,
                  preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
     try:
-        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), proc.stderr.read()
+        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), stderr_of(proc)
         proc.send_signal(signal.SIGHUP)
         done = rows(out / "model.metrics.csv")
         assert wait_for(lambda: rows(out / "model.metrics.csv") >= done + 3)   # still training
@@ -219,7 +239,7 @@ def test_a_second_writer_of_a_live_runs_checkpoint_is_refused(data_dir, tmp_path
     lock = out / ".model.safetensors.lock"
     first = start(*LONG, "--output", out, data_dir=data_dir)
     try:
-        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), first.stderr.read()
+        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), stderr_of(first)
         # The same checkpoint named another way: as the file, not the folder.
         second = start(*TINY, "--output", out / "model.safetensors", data_dir=data_dir)
         code, _, err = finish(second)
@@ -258,7 +278,7 @@ def test_a_second_writer_of_a_live_runs_checkpoint_is_refused(data_dir, tmp_path
 def test_a_stale_lock_from_a_killed_run_does_not_block(data_dir, tmp_path):
     out = tmp_path / "run"
     proc = start(*LONG, "--output", out, data_dir=data_dir)
-    assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), proc.stderr.read()
+    assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1), stderr_of(proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert (out / ".model.safetensors.lock").exists()   # the file stays; the kernel dropped the lock
@@ -335,8 +355,8 @@ def test_a_killed_writers_temporaries_are_removed_by_the_next_run(data_dir, tmp_
     proc = start("--hidden", "8000", "--limit", "600", "--epochs", "1000", "--checkpoint-every", "1", "--output", out,
                  data_dir=data_dir)
     try:
-        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1, 120), proc.stderr.read()
-        assert wait_for(lambda: bool(temporaries(out)), 120, 0.0005), proc.stderr.read()
+        assert wait_for(lambda: rows(out / "model.metrics.csv") >= 1, 120), stderr_of(proc)
+        assert wait_for(lambda: bool(temporaries(out)), 120, 0.0005), stderr_of(proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
     finally:
@@ -402,6 +422,7 @@ def test_a_long_run_redraws_and_writes_a_bounded_amount_per_epoch(data_dir, tmp_
     proc = subprocess.Popen([sys.executable, "-m", "rmsprop_cli", "train", "--epochs", "1000000000", "--limit", "100",
                              "--hidden", "4", "--output", str(out), "--data-dir", str(data_dir)],
                             stdin=slave, stdout=slave, stderr=slave, env=env)
+    STARTED.append(proc)
     os.close(slave)
     screen = bytearray()
 
