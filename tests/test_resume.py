@@ -156,7 +156,8 @@ def test_ctrl_c_saves_and_exits_130(data_dir, tmp_path):
     out = tmp_path / "model.safetensors"
     proc = _start_long_run(data_dir, out)
     try:
-        assert _wait_for(lambda: (tmp_path / "model.metrics.csv").exists(), 120), proc.stderr.read()
+        metrics = tmp_path / "model.metrics.csv"   # its header is written at the start, a row per epoch
+        assert _wait_for(lambda: metrics.exists() and metrics.read_text().count("\n") >= 2, 120), proc.stderr.read()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
