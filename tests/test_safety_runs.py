@@ -152,8 +152,9 @@ def test_a_signal_after_the_first_batch_always_leaves_a_loadable_checkpoint(data
         proc.kill()
     assert "Traceback" not in err and "nothing more was saved" not in err, err
     path = out / "model.safetensors"
-    if code == 0:   # the signal came once the run could only finish: it did, and says so (or had said so)
-        assert (moment == "saved" and not err.strip()) or "after the run had finished" in one_line(err), err
+    if code == 0:   # the signal came once the run could only finish: it did, and says so (unless the
+        # signal came after its last line, when the process only had to exit: then it is ignored)
+        assert not err.strip() or "after the run had finished" in one_line(err), err
         saved = checkpoint.load(path)
         assert "test_accuracy" in saved.info and len(saved.history) == 1
         assert json.loads(stdout)["checkpoint"] == str(path)
