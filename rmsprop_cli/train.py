@@ -217,7 +217,7 @@ class StopSignals:
 
 
 def _stopped_by_signals(run):
-    """run(stop=None) stops on SIGINT and SIGTERM for its whole length (StopSignals)."""
+    """run(stop=None) stops on SIGINT, SIGTERM and SIGHUP for its whole length (StopSignals)."""
     @functools.wraps(run)
     def wrapper(*args, stop=None, **kwargs):
         if stop is not None:
