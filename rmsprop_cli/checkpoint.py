@@ -269,6 +269,16 @@ def _read_holder(fd: int) -> str:
         return "its lock file does not say which"
 
 
+def identity(path: Path) -> tuple | None:
+    """Which file `path` names now (device, inode, size, modification time), None if it cannot
+    be looked at: a save replaces the file, so any save changes it."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
 def check_replaceable(path: Path, what: str, looks_like) -> None:
     """Refuse to write `path` over anything but our own kind of output: a file
     there must be `what` (looks_like(open binary file) is true); a folder, a

@@ -24,8 +24,8 @@ import numpy as np
 from . import checkpoint, data, memory, model, schema
 from .backends import make_backend, resolve_device
 from .config import Recipe, build_recipe, check_option
-from .errors import (CheckpointError, ConfigError, Interrupted, OutputError, StoppedAtOnce, TrainingDiverged,
-                     path_errors, shell_command)
+from .errors import (CheckpointError, ConfigError, Interrupted, OutputBusy, OutputError, StoppedAtOnce,
+                     TrainingDiverged, path_errors, shell_command)
 from .optim import Optimizer
 
 UPDATES_PER_EPOCH = 40  # progress refreshes per epoch; each costs a return to Python
@@ -319,6 +319,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     device, _ = resolve_device(device)
     check_option("checkpoint_every", checkpoint_every)   # epochs
     check_option("early_stopping", early_stopping)       # the patience, in epochs
+    loaded = checkpoint.identity(resume) if resume is not None else None   # which file, for _claim
     resumed = checkpoint.load(resume) if resume is not None else None
     recipe = build_recipe(options, resumed.recipe if resumed else None)
     if resumed is not None:
@@ -340,7 +341,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
     try:
         with checkpoint.OutputLock(path):
-            _claim(path, recipe)
+            _claim(path, recipe, resume, loaded)
             return _train(recipe, resumed, resume, path, device, data_dir, mirrors, reporter, cb, checkpoint_every,
                           early_stopping, stop)
     finally:
@@ -351,9 +352,15 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
                 pass
 
 
-def _claim(path: Path, recipe: Recipe) -> None:
+def _claim(path: Path, recipe: Recipe, resume=None, loaded=None) -> None:
     """Make `path` (whose OutputLock we hold) ready to be written: dead writers' temporaries
-    removed, nothing of another kind in the way, room for the checkpoint."""
+    removed, nothing of another kind in the way, room for the checkpoint.  A resumed
+    checkpoint that is `path` must still be the file that was loaded (`loaded`, its
+    identity): another run may have saved it, and ended, between the load and the lock."""
+    if resume is not None and os.path.realpath(resume) == os.path.realpath(path) and \
+            checkpoint.identity(path) != loaded:
+        raise OutputBusy(f"{path} was saved by another run while this one was starting; run the command again "
+                         "to continue from what it saved")
     for target in (path, metrics_path(path)):
         checkpoint.remove_dead_temporaries(target)
     checkpoint.check_replaceable(path, "an rmsprop-cli checkpoint", checkpoint.is_checkpoint)

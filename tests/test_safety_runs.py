@@ -276,6 +276,30 @@ def test_a_second_writer_of_a_live_runs_checkpoint_is_refused(data_dir, tmp_path
     assert len(checkpoint.load(out / "model.safetensors").history) > epochs  # history only ever grows
 
 
+def test_a_resume_never_continues_from_a_checkpoint_saved_after_it_was_read(data_dir, tmp_path, monkeypatch):
+    """Between reading a checkpoint to resume and taking its lock, another run can save
+    it and end: the lock is then free, but what was read is old.  The save is made here,
+    by a real run, at that moment (inside the lock's acquire)."""
+    ck = tmp_path / "model.safetensors"
+    assert invoke("train", *TINY, "--output", ck, "--data-dir", data_dir).exit_code == 0
+    acquire = checkpoint.OutputLock.acquire
+
+    def another_run_saves_first(self):
+        checkpoint.OutputLock.acquire = acquire
+        done = subprocess.run([sys.executable, "-m", "rmsprop_cli", "train", "--resume", str(ck), "--epochs", "2",
+                               "--data-dir", str(data_dir)], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return acquire(self)
+
+    monkeypatch.setattr(checkpoint.OutputLock, "acquire", another_run_saves_first)
+    result = invoke("train", "--resume", ck, "--epochs", 3, "--data-dir", data_dir)
+    assert_user_error(result, 75, "was saved by another run while this one was starting", "run the command again")
+    assert len(checkpoint.load(ck).history) == 2    # the other run's save stands
+    result = invoke("train", "--resume", ck, "--epochs", 3, "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    assert len(checkpoint.load(ck).history) == 3
+
+
 def test_a_stale_lock_from_a_killed_run_does_not_block(data_dir, tmp_path):
     out = tmp_path / "run"
     proc = start(*LONG, "--output", out, data_dir=data_dir)
