@@ -152,7 +152,7 @@ def under_load(args: argparse.Namespace) -> None:
             str(args.batch_size), "--hidden", args.hidden, "--device", args.device]
     if args.limit:
         base += ["--limit", str(args.limit)]
-    runs, firsts = {}, {}
+    runs, firsts, evals = {}, {}, {}
     for r in range(args.rounds):
         for load in (0, args.load):
             for name, (extra, env) in settings.items():
@@ -163,6 +163,7 @@ def under_load(args: argparse.Namespace) -> None:
                 median = statistics.median(epochs[1:] or epochs)  # the first epoch warms up
                 runs.setdefault((load, name), []).append(median)
                 firsts.setdefault((load, name), []).append(epochs[0])
+                evals.setdefault((load, name), []).append(float(re.search(r"test images: median ([\d.]+) ms", out).group(1)))
                 threads = re.search(r"^threads: .*$", out, re.M)
                 print(f"round {r + 1}, {'quiet' if not load else f'{load} busy'}, {name}: "
                       f"epochs {[round(e, 3) for e in epochs]}, median of epochs 2+ {median:.3f} s"
@@ -177,6 +178,8 @@ def under_load(args: argparse.Namespace) -> None:
         print(f"{name:36s} {cells[0]:>24s} {cells[1]:>24s}")
     print("first epochs (the thread policy's learning falls here), median of rounds: " + "; ".join(
         f"{name} {'quiet' if not load else 'busy'} {statistics.median(v):.3f}" for (load, name), v in firsts.items()))
+    print("evaluation of the 10,000 test images after training, ms, median of rounds: " + "; ".join(
+        f"{name} {'quiet' if not load else 'busy'} {statistics.median(v):.1f}" for (load, name), v in evals.items()))
     for load in (0, args.load):
         ratio = statistics.median(runs[(load, "chosen (default)")]) / statistics.median(runs[(load, "1 thread")])
         print(f"chosen / one thread, {'quiet' if not load else f'{load} busy'}: {ratio:.2f}")
