@@ -229,8 +229,8 @@ def train(
 ):
     """Train a multilayer perceptron on MNIST with RMSProp, then report test accuracy and save a checkpoint.
 
-    Ctrl-C or SIGTERM saves a checkpoint of the last finished chunk of batches and prints the command that
-    resumes it (exit code 130 or 143).
+    Ctrl-C, SIGTERM or SIGHUP saves a checkpoint of the last finished chunk of batches and prints the command
+    that resumes it (exit code 130, 143 or 129).
     """
     with _user_errors():
         _pin_threads(threads)
