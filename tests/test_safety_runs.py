@@ -133,9 +133,10 @@ def _when(moment, out: Path):
 ], ids=["SIGTERM-before-training", "SIGINT-at-last-epoch", "SIGTERM-in-test-evaluation", "SIGHUP-in-test-evaluation",
         "SIGINT-during-final-save",
         "SIGTERM-while-printing", "SIGINT-while-exiting"])
-def test_a_signal_after_the_first_batch_always_leaves_a_loadable_checkpoint(data_dir, tmp_path, signum, moment,
-                                                                            delay):
-    """The signal is sent while the process is held by SIGSTOP, so that it is known to
+def test_a_signal_at_any_moment_of_a_run_loses_nothing(data_dir, tmp_path, signum, moment, delay):
+    """Before training: nothing written, a one-line stop.  After it: a checkpoint that
+    loads, and an exit code that says whether the run was finished (0) or not (128 + n).
+    The signal is sent while the process is held by SIGSTOP, so that it is known to
     arrive before the process ends; SIGCONT lets it act where the process was."""
     out = tmp_path / "run"
     proc = start(*WIDE, "--output", out, data_dir=data_dir)
