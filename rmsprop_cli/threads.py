@@ -52,13 +52,16 @@ def pin(threads: int | None) -> None:
     This is `--threads`; NUMBA_NUM_THREADS in the environment pins the same way.
     """
     global _pinned
+    if threads is None:
+        if _pinned is not None:  # numba is imported only to undo a pin, so that commands stay small
+            import numba
+
+            numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+        _pinned = None
+        return
     import numba
 
     limit = numba.config.NUMBA_NUM_THREADS
-    if threads is None:
-        _pinned = None
-        numba.set_num_threads(limit)
-        return
     if type(threads) is not int or not 1 <= threads <= limit:
         why = "NUMBA_NUM_THREADS in the environment" if os.environ.get("NUMBA_NUM_THREADS") else "this machine's cores"
         raise ConfigError(f"--threads must be a whole number from 1 to {limit} (the limit set by {why}); "
