@@ -39,9 +39,12 @@ COST_RATIO = 50
 MARGIN = 0.05
 # Weight of the newest part in the current count's running time per batch.
 SMOOTHING = 0.5
-# A switch is undone as a lucky probe's if it is reversed within this many
-# batches (about two chunks of the default recipe).
+# A count newly chosen, on a probe's few batches or at the start, runs in
+# probe-sized parts for this many batches (about two chunks of the default
+# recipe) and is left at once if it proves slower than the count it replaced:
+# a probe that was lucky then costs a few milliseconds, not two whole chunks.
 SETTLE_BATCHES = 80
+UNSETTLE = 1.5  # "much slower" while settling: more than a hiccup (a lost time slice) makes of a part
 
 _pinned: int | None = None
 
@@ -95,7 +98,8 @@ class ThreadPolicy:
     (usually all of them, on the current count); record(threads, batches,
     seconds) reports each part's time.  Only fresh measurements move the
     choice: the neighbouring counts (half or twice the current one) and one
-    thread are probed in turn, and two parts in a row slower than a known
+    thread are probed in turn; a count just chosen is confirmed on short
+    parts; and once it is settled, two parts in a row slower than a known
     alternative make the next part a probe of it rather than a switch to it,
     since what is known of the alternative may be old.
     """
@@ -108,8 +112,9 @@ class ThreadPolicy:
     probes: int = 0
     switches: int = 0
     urgent: bool = False      # the current count looked slow: probe the best alternative next
+    settled: float = 0.0      # batches run on the current count since it was chosen
     _slow: int = 0            # parts in a row slower than a known alternative
-    _switched: tuple | None = None  # (index left, interval then, batches since) after a probe's switch
+    _left: tuple | None = None  # (index, interval) of the count a probe's switch left, while settling
     _last_probed: int = -1
 
     @property
@@ -123,6 +128,9 @@ class ThreadPolicy:
     def _known(self, i: int) -> float:
         return self.per_batch.get(self.counts[i], float("inf"))
 
+    def _best(self) -> int | None:
+        return min(self._candidates(), key=self._known, default=None)
+
     def _due(self) -> int | None:
         """The index of the count to probe next, or None."""
         candidates = self._candidates()
@@ -132,11 +140,17 @@ class ThreadPolicy:
         if unknown:
             return unknown[0]
         if self.urgent:
-            return min(candidates, key=self._known)
+            return self._best()
         if self.since_probe < self.interval:
             return None
         later = [i for i in candidates if i > self._last_probed]
         return later[0] if later else candidates[0]
+
+    def _short(self, other: int | None, n_batches: int) -> int:
+        """Batches for about PROBE_SECONDS at the slower of the current count and `other`."""
+        slower = max(self.per_batch.get(self.threads, 0.0),
+                     self.per_batch.get(self.counts[other], 0.0) if other is not None else 0.0, 1e-9)
+        return max(1, min(int(PROBE_SECONDS / slower), n_batches // 2))
 
     def part(self, n_batches: int) -> tuple[int, int]:
         """(threads, batches) for the next part of a chunk with n_batches left.
@@ -146,14 +160,16 @@ class ThreadPolicy:
             probe = self._due() if n_batches == 1 else None
             return (self.counts[probe] if probe is not None else self.threads), n_batches
         if self.threads not in self.per_batch:
-            # The first part is short too: the most threads may be the slowest.
-            return self.threads, min(n_batches // 2, 4)
+            return self.threads, min(n_batches // 2, 4)  # the most threads may be the slowest: measure briefly
         probe = self._due()
-        if probe is None:
-            return self.threads, n_batches
-        slower = max(self.per_batch[self.threads], self.per_batch.get(self.counts[probe], 0.0), 1e-9)
-        self._last_probed = probe
-        return self.counts[probe], max(1, min(int(PROBE_SECONDS / slower), n_batches // 2))
+        if probe is not None:
+            self._last_probed = probe
+            return self.counts[probe], self._short(probe, n_batches)
+        if self.settled < SETTLE_BATCHES and self._best() is not None:
+            # Newly chosen on a few batches' evidence (which may have been lucky): go on in parts
+            # that double from two batches, so a wrong choice costs a few batches, until it holds.
+            return self.threads, max(1, min(max(2, int(self.settled)), self._short(self._best(), n_batches)))
+        return self.threads, n_batches
 
     def record(self, threads: int, batches: float, seconds: float) -> None:
         """A part of `batches` batches (fractional for a ragged last one) took `seconds` on `threads`."""
@@ -165,15 +181,19 @@ class ThreadPolicy:
             self._probed(i, rate, seconds)
             return
         self.since_probe += seconds
+        self.settled += batches
         old = self.per_batch.get(threads)
-        self.per_batch[threads] = rate if old is None else SMOOTHING * rate + (1 - SMOOTHING) * old
-        if self._switched is not None:
-            left, before, done = self._switched
-            self._switched = (left, before, done + batches) if done + batches < SETTLE_BATCHES else None
-        # Slow on the running average twice in a row: one slow part alone is a
-        # hiccup (a scheduler time slice lost), not a change of load.
-        best = min(self._candidates(), key=self._known, default=None)
-        slow = best is not None and self.per_batch[threads] > self._known(best) * (1 + MARGIN)
+        self.per_batch[threads] = ours = rate if old is None else SMOOTHING * rate + (1 - SMOOTHING) * old
+        best = self._best()
+        slow = best is not None and ours > self._known(best) * (1 + MARGIN)
+        if best is not None and self.settled - batches < SETTLE_BATCHES and ours > self._known(best) * UNSETTLE:
+            # Still settling, and what is known of the alternative is fresh (measured just before
+            # this count was chosen): much slower than it means the choice was wrong; go back at once.
+            self._switch(best)
+            return
+        # Settled: slow on the running average twice in a row, since one slow part alone is a
+        # hiccup (a scheduler time slice lost), not a change of load; then probe, as what is
+        # known of the alternative may be old.
         self._slow = self._slow + 1 if slow else 0
         self.urgent = self._slow >= 2
 
@@ -183,15 +203,19 @@ class ThreadPolicy:
         self.since_probe, self.urgent, self._slow = 0.0, False, 0
         ours = self.per_batch[self.threads]
         if rate < ours * (1 - MARGIN):
-            if self._switched is not None and self._switched[0] == i:
-                # Straight back: the probe that made the last switch was lucky; wait longer now.
-                self.interval, self._switched = min(2 * self._switched[1], MAX_INTERVAL), None
-            else:
-                self._switched, self.interval = (self.current, self.interval, 0.0), MIN_INTERVAL
-            self.current, self.switches = i, self.switches + 1
+            self._switch(i)
             return
         cost = seconds - seconds * ours / rate  # what the probe took beyond the current count's time
         self.interval = max(min(2 * self.interval, MAX_INTERVAL), COST_RATIO * cost)
+
+    def _switch(self, i: int) -> None:
+        if self._left is not None and self._left[0] == i:
+            # Straight back to the count a probe's switch left: that probe was lucky; wait longer.
+            self.interval, self._left = min(2 * self._left[1], MAX_INTERVAL), None
+        else:
+            self._left, self.interval = (self.current, self.interval), MIN_INTERVAL
+        self.current, self.switches, self.settled = i, self.switches + 1, 0.0
+        self.since_probe, self.urgent, self._slow = 0.0, False, 0
 
 
 def policy(most: int) -> ThreadPolicy:
