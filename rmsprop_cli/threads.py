@@ -5,15 +5,15 @@ A step at batch 32 is two parallel regions of about a tenth of a millisecond
 each, whose threads wait for one another.  On a quiet 2-core machine two
 threads train an epoch in about 0.2 s against 0.3 s on one; but when another
 process takes a core, a descheduled thread stalls every region and two threads
-became 3-5 times slower than one (OpenMP's wait policies and spin counts were
-measured too: none is good both quiet and loaded, see README "Threads on a busy
+became 8-30 times slower than one (OpenMP's wait policies and spin counts were
+measured too: none is good both quiet and loaded; README, "Threads on a busy
 machine").  Training is bit for bit the same on any number of threads, so the
 count may change between any two chunks without changing a number: the policy
 below keeps the fastest count it has measured and now and then probes
 another on a few batches, backing off while the probes lose.
 
-This module is pure Python (no numba import) so the policy can be tested with
-given timings.
+This module is pure Python (numba is imported only to pin a count), so the
+policy can be tested with given timings.
 """
 
 from __future__ import annotations
