@@ -27,7 +27,7 @@ def _num(x) -> str:
 
 
 class DownloadReporter:
-    """data.Reporter: one transient progress bar per file."""
+    """download.Reporter: one transient progress bar per file."""
 
     def __init__(self, console: Console = err):
         self.console = console

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, model
+from . import checkpoint, files, model
 from .backends import make_backend, resolve_device
 from .config import build_recipe
 from .errors import ConfigError, OutputError, path_errors
 from .optim import Optimizer
-from .train import Callbacks, Dataset, default_output, fit
+from .outputs import default_output
+from .train import Callbacks, Dataset, fit
 
 
 def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: str = "cpu", data_dir=None,
@@ -30,7 +31,7 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
     recipes = {n: build_recipe({**options, "optimizer": n, "lr": lrs.get(n, DEFAULT_LR[n])}) for n in names}
     first = recipes[names[0]]
     figure = figure_path(output, "compare.png") if output is not None else default_output(first).with_name("compare.png")
-    checkpoint.check_writable(figure, 2**20)
+    files.check_writable(figure, 2**20)
 
     d = Dataset.load(first, data_dir, mirrors, reporter)
     X_train, y_train, X_val, y_val, test_images, test_labels = (
@@ -77,7 +78,7 @@ def figure_path(output: Path, name: str) -> Path:
     A name with another suffix (.safetensors, .jpg, .csv) is refused rather than
     taken for a folder to make."""
     output = Path(output)
-    with path_errors(OutputError, output, "write", checkpoint.WRITE_HINT):
+    with path_errors(OutputError, output, "write", files.WRITE_HINT):
         is_folder = output.is_dir()
     if is_folder:
         output = output / name
@@ -85,7 +86,9 @@ def figure_path(output: Path, name: str) -> Path:
         raise ConfigError(f"--output {output}: a figure is a .png file (or a folder to put {name} in)")
     elif output.suffix.lower() != ".png":
         output = output / name
-    checkpoint.check_replaceable(output, "a PNG image", checkpoint.is_png)
+    from .plots import is_png
+
+    files.check_replaceable(output, "a PNG image", is_png)
     return output
 
 

@@ -212,7 +212,8 @@ def idx_images(blob: bytes, name: str, indices: list[int]) -> list[tuple[str, np
     """Images from the bytes of an IDX image file (plain or gzip), by index. The file may hold at
     most MAX_IDX_BYTES once decompressed: a header declaring more is refused before anything
     more is decompressed, and decompression stops there whatever the header says."""
-    from .data import gunzip, idx_header, parse_idx
+    from .data import idx_header, parse_idx
+    from .gz import gunzip
 
     pieces = gunzip([blob], MAX_IDX_BYTES) if blob[:2] == _GZIP else iter([blob])
     raw, size, checked, declared = [], 0, False, 0

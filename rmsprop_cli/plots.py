@@ -7,10 +7,14 @@ import math
 from io import BytesIO
 from pathlib import Path
 
-from .checkpoint import atomic_write
 from .errors import ConfigError
+from .files import atomic_write
 
 LOG_DECADES = 1.5   # loss panels of plot_comparison go log scale past this range
+
+
+def is_png(f) -> bool:
+    return f.read(8) == b"\x89PNG\r\n\x1a\n"
 
 
 def _pyplot():

@@ -6,31 +6,23 @@ check); each chunk is one compiled call into the backend.
 
 from __future__ import annotations
 
-import csv
-import functools
-import io
-import itertools
 import math
 import os
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from . import checkpoint, data, memory, model, schema
+from . import checkpoint, data, files, memory, model, schema
 from .backends import make_backend, resolve_device
 from .config import Recipe, build_recipe, check_option
-from .errors import (CheckpointError, ConfigError, Interrupted, OutputBusy, OutputError, StoppedAtOnce,
-                     TrainingDiverged, path_errors, shell_command)
+from .errors import CheckpointError, ConfigError, Interrupted, OutputBusy, TrainingDiverged, shell_command
 from .optim import Optimizer
+from .outputs import append_metrics, is_metrics, metrics_path, resolve_output, write_metrics
+from .signals import StopSignals, signum_of, stopped_by_signals
 
 UPDATES_PER_EPOCH = 40  # progress refreshes per epoch; each costs a return to Python
-METRICS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
-METRICS_HEADER = ",".join(METRICS) + "\n"
 
 
 class Callbacks:
@@ -167,141 +159,12 @@ class EarlyStopping:
             self.backend.set_state(*self.best_state)
 
 
-class StopSignals:
-    """SIGINT (Ctrl-C), SIGTERM (timeout, docker stop, Slurm, systemd, CI runners) and
-    SIGHUP (the terminal closed) as requests to stop, while the context is active.
-    A signal that was ignored when it began (nohup, a background job) stays ignored.
-
-    Until `training` is set, either stops at once (StoppedAtOnce, a KeyboardInterrupt):
-    nothing is trained yet, so nothing is lost.  From the first batch on, the first
-    one only records itself (`signum`); training polls the object between chunks (a
-    compiled chunk cannot be interrupted anyway), saves the position reached and
-    raises Interrupted.  Later ones are absorbed, so that no save, no bookkeeping
-    and no final message is ever cut short; kill -9 remains the way to abort.
-    Outside the main thread, where Python has no signal handlers, it never fires.
-
-    With `then_ignore` (a process that ends with the command: the console script),
-    the signals are ignored once the context ends instead of handed back: the work
-    is done and reported, and a signal during the interpreter's shutdown (tens of
-    milliseconds, with Numba loaded) would otherwise kill it with SIGINT's status.
-    """
-
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
-    def __init__(self, then_ignore: bool = False):
-        self.signum: int | None = None
-        self.training = False
-        self.then_ignore = then_ignore
-        self._previous = {}
-
-    def __call__(self) -> bool:
-        return self.signum is not None
-
-    def _handle(self, signum, frame):
-        if not self.training:
-            raise StoppedAtOnce(signum)
-        if self.signum is None:
-            self.signum = signum
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
-                if signal.getsignal(s) is not signal.SIG_IGN:
-                    self._previous[s] = signal.signal(s, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for s, handler in self._previous.items():
-            signal.signal(s, signal.SIG_IGN if self.then_ignore else handler)
-        self._previous.clear()
-
-
-def _stopped_by_signals(run):
-    """run(stop=None) stops on SIGINT, SIGTERM and SIGHUP for its whole length (StopSignals)."""
-    @functools.wraps(run)
-    def wrapper(*args, stop=None, **kwargs):
-        if stop is not None:
-            return run(*args, stop=stop, **kwargs)
-        with StopSignals() as signals:
-            return run(*args, stop=signals, **kwargs)
-    return wrapper
-
-
-def _signum(stop) -> int:
-    """The signal that stopped the run (SIGINT when the stop came from a caller's function)."""
-    return getattr(stop, "signum", None) or signal.SIGINT
-
-
-def metrics_path(path: Path) -> Path:
-    """A checkpoint's own metrics file: `<stem>.metrics.csv` beside `<stem>.safetensors`."""
-    path = Path(path)
-    return path.with_name(path.stem + ".metrics.csv")
-
-
-def is_metrics(f) -> bool:
-    """Whether an open file is a metrics file that train wrote (it starts with our header)."""
-    return f.read(len(METRICS_HEADER)) == METRICS_HEADER.encode()
-
-
-def _metrics_rows(history: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=METRICS, lineterminator="\n")
-    for m in history:
-        writer.writerow({k: "" if m[k] is None else m[k] for k in METRICS})
-    return out.getvalue()
-
-
-def write_metrics(path: Path, history: list[dict]) -> None:
-    """The checkpoint's metrics file, written whole and atomically: at the start of a
-    run, so that it holds exactly the epochs of the checkpoint it continues."""
-    checkpoint.atomic_write(metrics_path(path), (METRICS_HEADER + _metrics_rows(history)).encode())
-
-
-def append_metrics(path: Path, metrics: dict) -> None:
-    """One epoch's row appended to the metrics file: the same cost at epoch 10 as at epoch
-    10 million.  Not fsynced: the checkpoint is the record; its next --resume rewrites
-    this file from the checkpoint's history, a row torn by a crash included."""
-    target = metrics_path(path)
-    with path_errors(OutputError, target, "write", checkpoint.WRITE_HINT), open(target, "a") as f:
-        if f.tell() == 0:   # removed while we ran
-            f.write(METRICS_HEADER)
-        f.write(_metrics_rows([metrics]))
-
-
 def evaluate_command(path, limit: int | None) -> str:
     """The command that evaluates a checkpoint as train did, quoted for the user's shell."""
     return shell_command("rmsprop", "evaluate", Path(path), *(("--limit", limit) if limit else ()))
 
 
-def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
-    """model.safetensors in a new run folder, `runs/<time>-<recipe>-seed<seed>`, made here.
-
-    mkdir is atomic: when the folder exists (another run started in the same second
-    with the same recipe and seed), -2, -3, ... is tried, so no two runs ever share one."""
-    base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.describe()}-seed{recipe.seed}"
-    checkpoint.make_folder(root / base)
-    with path_errors(OutputError, root / base, "make the run folder", checkpoint.WRITE_HINT):
-        for n in itertools.count(1):
-            folder = root / (base if n == 1 else f"{base}-{n}")
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            return folder / "model.safetensors"
-
-
-def resolve_output(output: Path | None, recipe: Recipe) -> Path:
-    """--output may name the checkpoint file or a folder to put model.safetensors in;
-    without it, a new run folder is made (default_output)."""
-    if output is None:
-        return default_output(recipe)
-    output = Path(output)
-    if output.suffix.lower() != ".safetensors":
-        return output / "model.safetensors"
-    return output
-
-
-@_stopped_by_signals
+@stopped_by_signals
 def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, output: Path | None = None,
         reporter=None, callbacks: Callbacks | None = None, resume: Path | None = None,
         checkpoint_every: int | None = None, early_stopping: int | None = None, stop=None) -> dict:
@@ -319,7 +182,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     device, _ = resolve_device(device)
     check_option("checkpoint_every", checkpoint_every)   # epochs
     check_option("early_stopping", early_stopping)       # the patience, in epochs
-    loaded = checkpoint.identity(resume) if resume is not None else None   # which file, for _claim
+    loaded = files.identity(resume) if resume is not None else None   # which file, for _claim
     resumed = checkpoint.load(resume) if resume is not None else None
     recipe = build_recipe(options, resumed.recipe if resumed else None)
     if resumed is not None:
@@ -340,7 +203,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
                           resumed=resume)
     path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
     try:
-        with checkpoint.OutputLock(path):
+        with files.OutputLock(path):
             _claim(path, recipe, resume, loaded)
             return _train(recipe, resumed, resume, path, device, data_dir, mirrors, reporter, cb, checkpoint_every,
                           early_stopping, stop)
@@ -358,14 +221,14 @@ def _claim(path: Path, recipe: Recipe, resume=None, loaded=None) -> None:
     checkpoint that is `path` must still be the file that was loaded (`loaded`, its
     identity): another run may have saved it, and ended, between the load and the lock."""
     if resume is not None and os.path.realpath(resume) == os.path.realpath(path) and \
-            checkpoint.identity(path) != loaded:
+            files.identity(path) != loaded:
         raise OutputBusy(f"{path} was saved by another run while this one was starting; run the command again "
                          "to continue from what it saved")
     for target in (path, metrics_path(path)):
-        checkpoint.remove_dead_temporaries(target)
-    checkpoint.check_replaceable(path, "an rmsprop-cli checkpoint", checkpoint.is_checkpoint)
-    checkpoint.check_replaceable(metrics_path(path), "a metrics file that rmsprop train wrote", is_metrics)
-    checkpoint.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(Optimizer(recipe, 1).state_names)))
+        files.remove_dead_temporaries(target)
+    files.check_replaceable(path, "an rmsprop-cli checkpoint", checkpoint.is_checkpoint)
+    files.check_replaceable(metrics_path(path), "a metrics file that rmsprop train wrote", is_metrics)
+    files.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(Optimizer(recipe, 1).state_names)))
 
 
 def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirrors, reporter, cb: Callbacks,
@@ -427,7 +290,7 @@ def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirror
                                  stop, after_epoch)
     if not finished:
         save(history, pos)
-        raise Interrupted(path, pos.epoch, pos.batch, n_batches, _signum(stop))
+        raise Interrupted(path, pos.epoch, pos.batch, n_batches, signum_of(stop))
     extra = {}
     if stopper is not None and stopper.stopped:
         stopper.restore()
@@ -435,7 +298,7 @@ def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirror
                                     "best_val_loss": stopper.best_loss}}
     if stop():  # during the last chunk or validation: keep the finished run, skip the test evaluation
         save(history, pos, **extra)
-        raise Interrupted(path, pos.epoch, 0, n_batches, _signum(stop),
+        raise Interrupted(path, pos.epoch, 0, n_batches, signum_of(stop),
                           evaluate=evaluate_command(path, recipe.limit))
 
     # A signal from here on is absorbed (StopSignals): the evaluation, a compiled call, is finished and

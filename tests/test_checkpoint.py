@@ -7,7 +7,7 @@ import struct
 import numpy as np
 import pytest
 
-from rmsprop_cli import checkpoint, model
+from rmsprop_cli import checkpoint, files, model
 from rmsprop_cli.config import Recipe
 from rmsprop_cli.errors import CheckpointError, OutputError
 
@@ -63,10 +63,10 @@ def test_check_writable_rejects_unwritable_places(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot write"):
-        checkpoint.check_writable(blocker / "sub" / "m.safetensors")
+        files.check_writable(blocker / "sub" / "m.safetensors")
     with pytest.raises(OutputError, match="folder"):
-        checkpoint.check_writable(tmp_path)
-    checkpoint.check_writable(tmp_path / "new" / "m.safetensors")
+        files.check_writable(tmp_path)
+    files.check_writable(tmp_path / "new" / "m.safetensors")
     assert list((tmp_path / "new").iterdir()) == []
 
 

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from mnist_server import dead_url, serve_folder
 
-from rmsprop_cli import data
+from rmsprop_cli import data, parts
 from rmsprop_cli.data import MNIST_MD5, fetch, load_mnist, parse_idx
 from rmsprop_cli.errors import ChecksumError, ConfigError, DataError, DownloadError
 
@@ -358,9 +358,9 @@ def test_interrupted_write_leaves_nothing(t10k_gz, tmp_path, monkeypatch, step):
         raise OSError(28, "No space left on device")
 
     if step == "write":
-        monkeypatch.setattr(data.os, "fdopen", _failing_fdopen(data.os.fdopen))
+        monkeypatch.setattr(parts.os, "fdopen", _failing_fdopen(parts.os.fdopen))
     else:
-        monkeypatch.setattr(data.os, step, boom)
+        monkeypatch.setattr(parts.os, step, boom)
     with pytest.raises(DataError) as info:
         fetch(TEST_FILES, data_dir=tmp_path, mirrors=[str(t10k_gz)])
     assert "--data-dir" in str(info.value)

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 
 from mnist_server import drip, drip_headers, endless, needs_password, serve_behaviour, serve_folder
 
-from rmsprop_cli import data
+from rmsprop_cli import parts
 from rmsprop_cli.cli import app
 from rmsprop_cli.images import load_image
 
@@ -191,7 +191,7 @@ def test_a_killed_downloads_temporary_file_is_removed_by_the_next_run(mnist_dir,
             child.wait()
     left = list(folder.glob(".*.part"))
     assert len(left) == 1, left
-    host = data._WRITER.rpartition("-")[0]  # this machine, as the names of temporary files spell it
+    host = parts._WRITER.rpartition("-")[0]  # this machine, as the names of temporary files spell it
     alive = folder / f".t10k-labels-idx1-ubyte.{host}-{os.getpid()}-0123abcd.part"  # this test is alive
     elsewhere = folder / ".t10k-labels-idx1-ubyte.otherhost-1-0123abcd.part"
     mine = folder / ".notes.part"

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rmsprop_cli import checkpoint
+from rmsprop_cli import checkpoint, files
 from rmsprop_cli.cli import app
 
 runner = CliRunner()
@@ -283,16 +283,16 @@ def test_a_resume_never_continues_from_a_checkpoint_saved_after_it_was_read(data
     by a real run, at that moment (inside the lock's acquire)."""
     ck = tmp_path / "model.safetensors"
     assert invoke("train", *TINY, "--output", ck, "--data-dir", data_dir).exit_code == 0
-    acquire = checkpoint.OutputLock.acquire
+    acquire = files.OutputLock.acquire
 
     def another_run_saves_first(self):
-        checkpoint.OutputLock.acquire = acquire
+        files.OutputLock.acquire = acquire
         done = subprocess.run([sys.executable, "-m", "rmsprop_cli", "train", "--resume", str(ck), "--epochs", "2",
                                "--data-dir", str(data_dir)], capture_output=True, text=True)
         assert done.returncode == 0, done.stderr
         return acquire(self)
 
-    monkeypatch.setattr(checkpoint.OutputLock, "acquire", another_run_saves_first)
+    monkeypatch.setattr(files.OutputLock, "acquire", another_run_saves_first)
     result = invoke("train", "--resume", ck, "--epochs", 3, "--data-dir", data_dir)
     assert_user_error(result, 75, "was saved by another run while this one was starting", "run the command again")
     assert len(checkpoint.load(ck).history) == 2    # the other run's save stands

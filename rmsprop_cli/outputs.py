@@ -1,0 +1,82 @@
+"""Where a run's files go: its run folder (`runs/<time>-<recipe>-seed<seed>`), its checkpoint's
+path, and the metrics file beside the checkpoint, one CSV row per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+from datetime import datetime
+from pathlib import Path
+
+from . import files
+from .config import Recipe
+from .errors import OutputError, path_errors
+
+METRICS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
+METRICS_HEADER = ",".join(METRICS) + "\n"
+
+
+def metrics_path(path: Path) -> Path:
+    """A checkpoint's own metrics file: `<stem>.metrics.csv` beside `<stem>.safetensors`."""
+    path = Path(path)
+    return path.with_name(path.stem + ".metrics.csv")
+
+
+def is_metrics(f) -> bool:
+    """Whether an open file is a metrics file that train wrote (it starts with our header)."""
+    return f.read(len(METRICS_HEADER)) == METRICS_HEADER.encode()
+
+
+def _metrics_rows(history: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=METRICS, lineterminator="\n")
+    for m in history:
+        writer.writerow({k: "" if m[k] is None else m[k] for k in METRICS})
+    return out.getvalue()
+
+
+def write_metrics(path: Path, history: list[dict]) -> None:
+    """The checkpoint's metrics file, written whole and atomically: at the start of a
+    run, so that it holds exactly the epochs of the checkpoint it continues."""
+    files.atomic_write(metrics_path(path), (METRICS_HEADER + _metrics_rows(history)).encode())
+
+
+def append_metrics(path: Path, metrics: dict) -> None:
+    """One epoch's row appended to the metrics file: the same cost at epoch 10 as at epoch
+    10 million.  Not fsynced: the checkpoint is the record; its next --resume rewrites
+    this file from the checkpoint's history, a row torn by a crash included."""
+    target = metrics_path(path)
+    with path_errors(OutputError, target, "write", files.WRITE_HINT), open(target, "a") as f:
+        if f.tell() == 0:   # removed while we ran
+            f.write(METRICS_HEADER)
+        f.write(_metrics_rows([metrics]))
+
+
+def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
+    """model.safetensors in a new run folder, `runs/<time>-<recipe>-seed<seed>`, made here.
+
+    mkdir is atomic: when the folder exists (another run started in the same second
+    with the same recipe and seed), -2, -3, ... is tried, so no two runs ever share one."""
+    base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.describe()}-seed{recipe.seed}"
+    files.make_folder(root / base)
+    with path_errors(OutputError, root / base, "make the run folder", files.WRITE_HINT):
+        for n in itertools.count(1):
+            folder = root / (base if n == 1 else f"{base}-{n}")
+            try:
+                folder.mkdir()
+            except FileExistsError:
+                continue
+            return folder / "model.safetensors"
+
+
+def resolve_output(output: Path | None, recipe: Recipe) -> Path:
+    """--output may name the checkpoint file or a folder to put model.safetensors in;
+    without it, a new run folder is made (default_output)."""
+    if output is None:
+        return default_output(recipe)
+    output = Path(output)
+    if output.suffix.lower() != ".safetensors":
+        return output / "model.safetensors"
+    return output
