@@ -4,6 +4,7 @@ They are raised deep in the library and turned into a one-line message and an
 exit code only at the CLI edge (``cli.py``). Each type carries its exit code.
 """
 
+import errno
 import os
 import shlex
 import signal
@@ -59,6 +60,13 @@ class OutputBusy(OutputError):
     exit_code = 75
 
 
+def os_reason(e: OSError) -> str:
+    """An OSError in a few words, naming a symbolic-link loop for what it is."""
+    if e.errno == errno.ELOOP:
+        return "a symbolic link loop (too many levels of symbolic links)"
+    return (e.strerror or str(e) or type(e).__name__).lower()
+
+
 @contextmanager
 def path_errors(error: type, path, doing: str, hint: str = ""):
     """The one place an OSError on a user's path (a name too long, no permission, a
@@ -67,8 +75,6 @@ def path_errors(error: type, path, doing: str, hint: str = ""):
     try:
         yield
     except OSError as e:
-        from .paths import os_reason
-
         raise error(f"cannot {doing} {path}: {os_reason(e)}" + (f"; {hint}" if hint else "")) from None
 
 

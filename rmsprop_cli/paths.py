@@ -17,14 +17,13 @@ Standard library only.
 
 from __future__ import annotations
 
-import errno
 import os
 import select
 import stat
 import time
 from pathlib import Path
 
-from .errors import DataError
+from .errors import DataError, os_reason
 
 # How long a pipe given as an input may take to deliver all of it (RMSPROP_PIPE_TIMEOUT overrides).
 PIPE_TIMEOUT = 30.0
@@ -43,13 +42,6 @@ def kind_of(mode: int) -> str:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "not a regular file"
-
-
-def os_reason(e: OSError) -> str:
-    """An OSError in a few words, naming a symbolic-link loop for what it is."""
-    if e.errno == errno.ELOOP:
-        return "a symbolic link loop (too many levels of symbolic links)"
-    return (e.strerror or str(e) or type(e).__name__).lower()
 
 
 def _stat(path: Path, what: str, error: type[Exception], hint: str) -> os.stat_result:
