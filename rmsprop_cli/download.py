@@ -48,9 +48,23 @@ class Reporter(Protocol):
     def finish(self) -> None: ...
 
 
-def _redact(text: str) -> str:
-    """``text`` with the user name and password of every URL in it replaced by ***."""
+def _redact(text: str, secrets: Sequence[str] = ()) -> str:
+    """``text`` with the user name and password of every URL in it replaced by ***.
+
+    ``secrets`` are the credentials of the mirrors in use, found by _userinfo: they are
+    replaced wherever they appear, also where a password holds a space, '/', '#' or '?'
+    that the general pattern would stop at."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        for form in {secret, urllib.parse.unquote(secret)}:
+            text = text.replace(form + "@", "***@").replace(form, "***")
     return re.sub(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/?#\s]*@", r"\1***@", text)
+
+
+def _userinfo(url: str) -> str | None:
+    """What stands between '://' and the last '@' of a URL (a user name and password), or None.
+    A host cannot hold an '@', so the last one ends the credentials whatever they contain."""
+    _, sep, rest = url.partition("://")
+    return rest[:rest.rindex("@")] if sep and "@" in rest else None
 
 
 def _reported(read, label: str, total: int | None, reporter: Reporter | None) -> Iterator[bytes]:
@@ -104,6 +118,9 @@ def _fetch_url(prefix: str, candidate: str, fname: str, size: int, new_part, rep
             return part
         except BaseException as e:
             part.discard()
+            if isinstance(e, TimeoutError) or isinstance(getattr(e, "reason", None), TimeoutError):
+                # Nothing came for `timeout` seconds: another try would wait as long again.
+                raise Unreachable(f"too slow: nothing arrived for {timeout:g} s") from None
             last = _worth_retrying(e, prefix)
         if attempt < retries:
             time.sleep(0.5 * (attempt + 1))
@@ -211,8 +228,9 @@ def from_mirrors(
     tried: list[str] = []
     kinds: set[str] = set()
     new_part = lambda: Part(path, keep)  # noqa: E731
+    secrets = [u for u in map(_userinfo, map(os.fspath, mirrors)) if u]
     for n, mirror in enumerate(mirrors):
-        key, shown = os.fspath(mirror), _redact(os.fspath(mirror))
+        key, shown = os.fspath(mirror), _redact(os.fspath(mirror), secrets)
         if key in dead:  # already failed for an earlier file in this fetch
             tried.append(f"{shown} ({dead[key]})")
             kinds.add("network")
@@ -239,7 +257,7 @@ def from_mirrors(
                 reasons = [("", e.reason)]
                 kinds.add(e.kind)
                 if e.reason.startswith("too slow") and n + 1 < len(mirrors):
-                    _say(reporter, _redact(f"{shown} is {e.reason}; trying the next mirror"))
+                    _say(reporter, _redact(f"{shown} is {e.reason}; trying the next mirror", secrets))
                 break
             except Failed as e:
                 reasons.append((candidate, e.reason))
@@ -253,7 +271,7 @@ def from_mirrors(
             tried.append(f"{shown} ({', '.join(f'{c}: {r}' for c, r in reasons)})")
     if not tried:
         raise DownloadError(f"cannot download {fname}: no mirrors given; {MIRROR_HINT}")
-    summary = _redact(f"cannot download {fname}: tried {'; '.join(tried)}")
+    summary = _redact(f"cannot download {fname}: tried {'; '.join(tried)}", secrets)
     if "network" in kinds or not kinds & {"checksum", "bad"}:
         raise DownloadError(f"{summary}; {MIRROR_HINT}")
     if "checksum" in kinds:

@@ -147,6 +147,9 @@ def _flatten_alpha(rgba: np.ndarray) -> np.ndarray:
 
 def mnist_like(gray: np.ndarray, name: str = "image") -> np.ndarray:
     """Grayscale (H, W) in 0..255 -> uint8 (28, 28) as MNIST was made."""
+    if not np.isfinite(gray).all():  # a floating-point image (TIFF mode F) may hold NaN or infinity
+        raise ImageError(f"{name}: some pixels are not numbers (NaN or infinity); save the image with "
+                         "ordinary 8- or 16-bit pixels")
     border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
     background = np.median(border)
     ink = gray - background if background < 128 else background - gray  # light page: invert
