@@ -430,6 +430,11 @@ def main():
         code = app(standalone_mode=False)
     except typer.Abort:
         code = 130
+    except KeyboardInterrupt as e:   # Ctrl-C before any command's own handling (typer still building them)
+        # A plain line: the console module would import train and numpy here.
+        print(f"{getattr(e, 'label', 'Interrupted')}: stopped at once; nothing more was saved "
+              "(files written before are intact)", file=sys.stderr, flush=True)
+        code = getattr(e, "exit_code", 130)
     except Exception as e:
         # Typer's usage errors are click's (vendored by recent Typer): they carry
         # exit_code and format_message; anything else is a bug and propagates.

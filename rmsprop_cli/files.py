@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from . import paths
-from .errors import OutputBusy, OutputError, path_errors
+from .errors import OutputBusy, OutputError, os_reason, path_errors
 from .signals import signals_held
 
 try:
@@ -131,7 +131,9 @@ def atomic_write(path: Path, data: bytes) -> None:
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise OutputError(f"cannot write {path}: {e.strerror or e}; {WRITE_HINT}") from None
+            error = OutputError(f"cannot write {path}: {e.strerror or e}; {WRITE_HINT}")
+            error.reason = os_reason(e)   # for a caller that words its own message (train's periodic save)
+            raise error from None
         raise
     _fsync_folder(path.parent)
 
@@ -230,6 +232,32 @@ def _read_holder(fd: int) -> str:
                 f"{shell_command(*map(str, info['argv']))}")
     except Exception:  # written a moment ago and not yet filled in, or damaged: say what we know
         return "its lock file does not say which"
+
+
+def through_links(path: Path) -> Path:
+    """The file a checkpoint path that is a symbolic link (or a chain of them) names, so that the
+    lock and the atomic replace act on the real file and the link keeps pointing at it.  A dangling
+    link is followed to the file it would name; its folder must exist (no folder is made for it)."""
+    path = Path(path)
+    with path_errors(OutputError, path, "write", WRITE_HINT):   # a name too long, a folder we may not read
+        if not stat.S_ISLNK(_lstat_mode(path)):
+            return path
+        real = Path(os.path.realpath(path))
+        if real.is_symlink():   # a loop: realpath gives up on it
+            os.stat(path)
+        folder = real.parent.is_dir()
+    if not folder:
+        raise OutputError(f"cannot write {path}: it is a symbolic link to {real}, whose folder does not exist; "
+                          f"{WRITE_HINT}")
+    return real
+
+
+def _lstat_mode(path: Path) -> int:
+    """The mode of `path` itself (not what a link names); 0 when nothing is there."""
+    try:
+        return os.lstat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
 
 
 def identity(path: Path) -> tuple | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import files
 from .config import Recipe
-from .errors import OutputError, path_errors
+from .errors import OutputError, os_reason, path_errors
 
 METRICS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 METRICS_HEADER = ",".join(METRICS) + "\n"
@@ -48,10 +48,15 @@ def append_metrics(path: Path, metrics: dict) -> None:
     10 million.  Not fsynced: the checkpoint is the record; its next --resume rewrites
     this file from the checkpoint's history, a row torn by a crash included."""
     target = metrics_path(path)
-    with path_errors(OutputError, target, "write", files.WRITE_HINT), open(target, "a") as f:
-        if f.tell() == 0:   # removed while we ran
-            f.write(METRICS_HEADER)
-        f.write(_metrics_rows([metrics]))
+    try:
+        with open(target, "a") as f:
+            if f.tell() == 0:   # removed while we ran
+                f.write(METRICS_HEADER)
+            f.write(_metrics_rows([metrics]))
+    except OSError as e:
+        error = OutputError(f"cannot write {target}: {os_reason(e)}; {files.WRITE_HINT}")
+        error.reason = os_reason(e)
+        raise error from None
 
 
 def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:

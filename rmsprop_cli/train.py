@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ import numpy as np
 from . import checkpoint, data, files, memory, model, schema
 from .backends import make_backend, resolve_device
 from .config import Recipe, build_recipe, check_option
-from .errors import CheckpointError, ConfigError, Interrupted, OutputBusy, TrainingDiverged, shell_command
+from .errors import (CheckpointError, ConfigError, Interrupted, OutputBusy, OutputError, TrainingDiverged,
+                     shell_command)
 from .optim import Optimizer
 from .outputs import append_metrics, is_metrics, metrics_path, resolve_output, write_metrics
 from .signals import StopSignals, signum_of, stopped_by_signals
@@ -201,7 +203,8 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
         raise ConfigError("--early-stopping needs a validation set: use --val-split above 0")
     memory.check_training(recipe, len(Optimizer(recipe, 1).state_names), early_stopping=early_stopping is not None,
                           resumed=resume)
-    path = resolve_output(output if output is not None or resume is None else Path(resume), recipe)
+    path = files.through_links(resolve_output(output if output is not None or resume is None else Path(resume),
+                                              recipe))
     try:
         with files.OutputLock(path):
             _claim(path, recipe, resume, loaded)
@@ -229,6 +232,19 @@ def _claim(path: Path, recipe: Recipe, resume=None, loaded=None) -> None:
     files.check_replaceable(path, "an rmsprop-cli checkpoint", checkpoint.is_checkpoint)
     files.check_replaceable(metrics_path(path), "a metrics file that rmsprop train wrote", is_metrics)
     files.check_writable(path, checkpoint.size_estimate(recipe.sizes, len(Optimizer(recipe, 1).state_names)))
+
+
+def _periodic_save_failed(e: OutputError, path: Path, epoch: int, saved: bool) -> OutputError:
+    """A --checkpoint-every save that failed (a full disk): what is left, and how to go on from it."""
+    reason = getattr(e, "reason", None)
+    if reason is None:
+        return e
+    if saved and files.identity(path) is not None:   # the atomic save left the previous one in place
+        after = (f"the previous checkpoint {path} is intact; free some space, then resume from it with: "
+                 f"{shell_command('rmsprop', 'train', '--resume', Path(path))}")
+    else:
+        after = "no earlier checkpoint of this run was saved; free some space or choose another --output"
+    return OutputError(f"cannot save the checkpoint of epoch {epoch} to {path}: {reason}; {after}")
 
 
 def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirrors, reporter, cb: Callbacks,
@@ -277,10 +293,28 @@ def _train(recipe: Recipe, resumed, resume, path: Path, device, data_dir, mirror
 
     stopper = EarlyStopping(early_stopping, backend) if early_stopping else None
 
+    metrics_failed = False
+    saved = resume is not None and os.path.realpath(resume) == os.path.realpath(path)   # a checkpoint at path
+
     def after_epoch(history, pos):
-        append_metrics(path, history[-1])
+        nonlocal metrics_failed, saved
+        if not metrics_failed:
+            try:
+                append_metrics(path, history[-1])
+            except OutputError as e:   # a disk filling up: the checkpoint keeps the whole history anyway
+                metrics_failed = True
+                try:   # a plain line, on stderr (above the live table: rich redirects it while it runs)
+                    print(f"Note: cannot write {metrics_path(path)} ({getattr(e, 'reason', e)}); training goes "
+                          "on without it, and the checkpoint keeps every epoch's metrics", file=sys.stderr,
+                          flush=True)
+                except OSError:   # stderr on the full disk too
+                    pass
         if checkpoint_every and history[-1]["epoch"] % checkpoint_every == 0:
-            save(history, pos)
+            try:
+                save(history, pos)
+            except OutputError as e:
+                raise _periodic_save_failed(e, path, history[-1]["epoch"], saved) from None
+            saved = True
         return stopper is not None and stopper(history)
 
     write_metrics(path, history)   # the epochs of the checkpoint this run continues, and no others

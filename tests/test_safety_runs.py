@@ -480,3 +480,183 @@ def test_a_long_run_redraws_and_writes_a_bounded_amount_per_epoch(data_dir, tmp_
     epochs = [int(m) for m in re.findall(r"│\s+(\d+) │", last)]
     assert 10 <= len(epochs) <= 20 and epochs == list(range(epochs[0], epochs[0] + len(epochs))), last
     assert re.search(rf"1–{epochs[0] - 1}\s*│", last) and f"{epochs[0] - 1} earlier epochs not shown" in last, last
+
+
+# --- a disk that fills up mid-run -----------------------------------------------------------------
+
+def test_a_metrics_file_that_cannot_be_appended_to_does_not_end_the_run(data_dir, tmp_path, monkeypatch):
+    """The metrics file is a convenience copy of the checkpoint's history: ENOSPC on it is one note."""
+    import builtins
+    import errno
+
+    from rmsprop_cli import outputs
+
+    class Full:
+        def __init__(self, f):
+            self.f = f
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.f.close()
+
+        def tell(self):
+            return self.f.tell()
+
+        def write(self, text):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def full_disk_open(file, mode="r", *args, **kwargs):
+        f = builtins.open(file, mode, *args, **kwargs)
+        return Full(f) if "a" in mode else f
+
+    monkeypatch.setattr(outputs, "open", full_disk_open, raising=False)
+    ck = tmp_path / "model.safetensors"
+    result = invoke("train", "--limit", "100", "--epochs", "4", "--hidden", "4", "--checkpoint-every", "2",
+                    "--output", ck, "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    notes = [line for line in result.stderr.splitlines() if "model.metrics.csv" in line]
+    assert len(notes) == 1 and "no space left on device" in notes[0] and "training goes on" in notes[0], result.stderr
+    assert "Traceback" not in result.output
+    assert [m["epoch"] for m in checkpoint.load(ck).history] == [1, 2, 3, 4]   # the whole history
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 1 MiB tmpfs (root only)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True,
+                          text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+def _fill(disk: Path) -> Path:
+    """Another program fills the disk up."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    return filler
+
+
+def test_a_disk_filling_up_keeps_the_run_going_without_its_metrics_file(data_dir, small_disk):
+    ck = small_disk / "m.safetensors"
+    proc = start(*LONG, "--output", ck.name, data_dir=data_dir, cwd=small_disk)
+    try:
+        assert wait_for(lambda: rows(small_disk / "m.metrics.csv") >= 1), stderr_of(proc)
+        filler = _fill(small_disk)
+        time.sleep(4)   # a page of rows (about 50 epochs of 10 ms) fills the metrics file's last block
+        assert proc.poll() is None, stderr_of(proc)   # still training
+        filler.unlink()   # room for the checkpoint
+        proc.send_signal(signal.SIGINT)
+        code, _, err = finish(proc)
+    finally:
+        proc.kill()
+    assert code == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in err, err
+    assert lines[0].startswith("Note: cannot write ") and "m.metrics.csv (no space left on device)" in lines[0]
+    assert "training goes on" in lines[0] and lines[1].startswith("Interrupted: stopped "), err
+    assert len(checkpoint.load(ck).history) > rows(small_disk / "m.metrics.csv")   # the checkpoint has them all
+
+
+def test_a_disk_filling_up_keeps_the_last_checkpoint_and_says_how_to_resume(data_dir, small_disk):
+    ck = small_disk / "m.safetensors"
+    proc = start(*LONG, "--checkpoint-every", "20", "--output", ck.name, data_dir=data_dir, cwd=small_disk)
+    try:
+        assert wait_for(ck.exists), stderr_of(proc)
+        filler = _fill(small_disk)
+        code, _, err = finish(proc)
+    finally:
+        proc.kill()
+    assert code == 5, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and len(lines) <= 2 and all(line.startswith("Note: ") for line in lines[:-1]), err
+    message = lines[-1]
+    assert message.startswith("Error: cannot save the checkpoint of epoch ") and "no space left on device" in message
+    assert "the previous checkpoint m.safetensors is intact" in message, message
+    epochs = len(checkpoint.load(ck).history)
+    assert epochs >= 20 and epochs % 20 == 0
+    filler.unlink()
+    resume = message.split("resume from it with: ")[1]
+    done = subprocess.run([*shlex.split(resume.replace("rmsprop", f"{sys.executable} -m rmsprop_cli", 1)),
+                           "--epochs", str(epochs + 1), "--data-dir", str(data_dir)],
+                          cwd=small_disk, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(checkpoint.load(ck).history) == epochs + 1
+
+
+# --- a checkpoint reached through a symbolic link -------------------------------------------------
+
+def test_a_symlinked_checkpoint_is_locked_and_written_as_its_real_file(data_dir, tmp_path):
+    real = tmp_path / "real" / "model.safetensors"
+    assert invoke("train", *TINY, "--output", real, "--data-dir", data_dir).exit_code == 0
+    alias = tmp_path / "alias.safetensors"
+    alias.symlink_to(Path("real") / "model.safetensors")
+    first = start("--resume", real, "--epochs", 100000, data_dir=data_dir)
+    try:
+        assert wait_for(lambda: rows(real.with_name("model.metrics.csv")) >= 2), stderr_of(first)
+        second = start("--resume", alias, "--epochs", 100000, data_dir=data_dir)
+        code, _, err = finish(second, timeout=30)
+        assert code == 75, err
+        assert f"is being written by another run (pid {first.pid} on " in one_line(err)
+        first.send_signal(signal.SIGINT)
+        code, _, err = finish(first)
+        assert code == 130, err
+    finally:
+        first.kill()
+    epochs = len(checkpoint.load(real).history)
+    result = invoke("train", "--resume", alias, "--epochs", epochs + 1, "--data-dir", data_dir)
+    assert result.exit_code == 0, result.output
+    assert alias.is_symlink() and os.readlink(alias) == str(Path("real") / "model.safetensors")
+    assert len(checkpoint.load(real).history) == epochs + 1
+    assert not (tmp_path / "alias.metrics.csv").exists()   # the metrics file is the real checkpoint's
+
+    dangling = tmp_path / "new.safetensors"
+    dangling.symlink_to(tmp_path / "real" / "new-model.safetensors")
+    assert invoke("train", *TINY, "--output", dangling, "--data-dir", data_dir).exit_code == 0
+    assert dangling.is_symlink() and len(checkpoint.load(tmp_path / "real" / "new-model.safetensors").history) == 1
+    nowhere = tmp_path / "nowhere.safetensors"
+    nowhere.symlink_to(tmp_path / "missing" / "model.safetensors")
+    assert_user_error(invoke("train", *TINY, "--output", nowhere, "--data-dir", data_dir), 5,
+                      "symbolic link to", "whose folder does not exist")
+    assert not (tmp_path / "missing").exists() and nowhere.is_symlink()
+
+
+# --- Ctrl-C while typer builds its commands -------------------------------------------------------
+
+@pytest.mark.parametrize("raised,code,label", [
+    (KeyboardInterrupt(), 130, "Interrupted"),
+    ("SIGTERM", 143, "Terminated (SIGTERM)"),
+])
+def test_a_ctrl_c_before_any_command_runs_is_one_line(monkeypatch, capsys, raised, code, label):
+    from rmsprop_cli import cli
+    from rmsprop_cli.errors import StoppedAtOnce
+
+    if raised == "SIGTERM":
+        raised = StoppedAtOnce(signal.SIGTERM)
+
+    def app(**kwargs):
+        raise raised
+
+    monkeypatch.setattr(cli, "app", app)
+    try:
+        with pytest.raises(SystemExit) as exit_:
+            cli.main()
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+    assert exit_.value.code == code
+    err = capsys.readouterr().err
+    assert one_line(err).startswith(f"{label}: stopped at once")
