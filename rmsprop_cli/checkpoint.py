@@ -9,18 +9,21 @@ format_version, recipe, history, dataset checksums, optimizer name and step.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from . import model, paths, schema
-from .config import Recipe
+from .config import Recipe, shown
+from .optim import Optimizer
 from .errors import CheckpointError, path_errors
 from .files import atomic_write
 
 FORMAT = "rmsprop-cli"
 FORMAT_VERSION = 1
+VERSION_TEXT = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
 METRIC_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
 
 
@@ -90,10 +93,12 @@ def load(path: Path) -> Checkpoint:
         raise CheckpointError(f"{path} is not a readable safetensors checkpoint (truncated or another format?): {reason}") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is a safetensors file but not an rmsprop-cli checkpoint (no rmsprop-cli metadata)")
-    try:
-        version = int(metadata["format_version"])
-    except (KeyError, ValueError):
-        raise CheckpointError(f"{path} has no valid format version; it is damaged") from None
+    # Written as str(FORMAT_VERSION): ASCII digits, no sign, space, underscore or leading zero
+    # (int() would take " 1 ", "0_1" and "١").  Versions count from 1.
+    text = metadata.get("format_version")
+    if not (isinstance(text, str) and VERSION_TEXT.fullmatch(text)):
+        raise CheckpointError(f"{path} has no valid format version; it is damaged")
+    version = int(text)
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint format {version}, newer than this rmsprop-cli reads ({FORMAT_VERSION}); "
@@ -107,6 +112,15 @@ def load(path: Path) -> Checkpoint:
     sizes = recipe.sizes
     shapes = dict(zip(model.param_names(sizes), model.param_shapes(sizes)))
     opt_names = sorted({n.split(".")[1] for n in names if n.startswith("optimizer.")})
+    # Exactly the optimizer's own buffers, or none of some (evaluate and predict need none; resume
+    # says which it lacks).  Another buffer is not the optimizer's state: never load it as if it were.
+    kept = Optimizer(recipe, 1).state_names
+    unknown = [o for o in opt_names if o not in kept]
+    if unknown:
+        keeps = f"keeps only {', '.join(kept)}" if kept else "keeps none"
+        raise CheckpointError(
+            f"{path} holds optimizer state {', '.join(shown(o) for o in unknown[:3])} that its {recipe.optimizer} "
+            f"optimizer does not keep (it {keeps}); the file is damaged or was edited, and cannot be used")
     expected = set(shapes) | {f"optimizer.{o}.{n}" for o in opt_names for n in shapes}
     if names != expected:
         missing, extra = sorted(expected - names), sorted(names - expected)
@@ -121,6 +135,14 @@ def load(path: Path) -> Checkpoint:
             if t.shape != shape or t.dtype != np.float32:
                 raise CheckpointError(
                     f"{path}: tensor {prefix + name} is {t.dtype}{list(t.shape)}, expected float32{list(shape)}")
+            # Weights or state that are NaN or infinite, or a negative average of squared gradients,
+            # are never what training writes (it stops when the loss stops being finite).
+            if not np.isfinite(t).all():
+                raise CheckpointError(f"{path} is damaged: tensor {prefix + name} holds NaN or infinite values; "
+                                      "it cannot be used")
+            if prefix == "optimizer.v." and (t < 0).any():
+                raise CheckpointError(f"{path} is damaged: tensor {prefix + name} holds negative values, but it is "
+                                      "an average (or sum) of squared gradients; it cannot be used")
             parts.append(t.reshape(-1))
         return np.concatenate(parts).astype(np.float32, copy=False)
 

@@ -11,7 +11,9 @@ every later use can trust.  Anything else is a CheckpointError: one line.
 
 A key of `info` this module does not know is kept if it is plain JSON no
 deeper than MAX_DEPTH (a later version, or another part of this one, may add
-one); a key of the recipe or of a history entry it does not know is refused.
+one); a key of the recipe or of a history entry it does not know is refused,
+and so is a recipe that lacks any field (train writes them all; a default in
+its place would silently change the run being continued).
 """
 
 from __future__ import annotations
@@ -123,7 +125,7 @@ def _keys(where, d: dict, required, allowed=None, section="metadata"):
 def _recipe(d) -> Recipe:
     d = _dict("recipe", d)
     types = {f.name: f.type for f in fields(Recipe)}
-    _keys("recipe", d, (), types)
+    _keys("recipe", d, types, types)   # every field: one left out would silently become its default
     for name, value in d.items():
         allowed = RECIPE_TYPES.get(types[name])
         if allowed is None or not _is(value, *allowed):

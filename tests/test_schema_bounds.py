@@ -10,6 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from mnist_server import dead_url
@@ -122,6 +123,8 @@ DAMAGED = [
     (_set("recipe", "limit", 2000.5), "recipe.limit"), (_set("recipe", "batch_size", "32"), "recipe.batch_size"),
     (_set("recipe", "hidden", [16, "x"]), "recipe.hidden"), (_set("recipe", "hidden", [[16]]), "recipe.hidden"),
     (_set("recipe", "batchsize", 64), "unknown field"), (_set("recipe", "lr", 1e-40), "--lr"),
+    (_set("recipe", "lr", KeyError), "recipe: lacks lr"),
+    (lambda meta: [meta["recipe"].pop(k) for k in ("rho", "eps")], "recipe: lacks rho, eps"),
     (_set("recipe", "centered", 1), "recipe.centered"), (_set("recipe", "warmup_steps", 10**6), "--warmup-steps"),
     (_set("recipe", "epochs", 2**40), "--epochs"), (_set("recipe", "seed", 2**64), "--seed"),
     (_set("recipe", "beta1", 0.9999999999), "--beta1"), (_set("recipe", "hidden", "16"), "recipe.hidden"),
@@ -187,6 +190,103 @@ def test_unknown_info_is_kept_only_when_plain(data_dir, tmp_path):
     assert result.exit_code == 0, result.output
     path = _edited(tmp_path, _set("info", "note", {"a": json.loads("[" * 10 + "]" * 10)}))
     assert_user_error(invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20"), 4, "info.note")
+
+
+def test_a_recipe_missing_a_field_is_never_filled_with_its_default(data_dir, tmp_path):
+    """A --lr 0.01 checkpoint without recipe.lr used to resume at the default 0.001."""
+    path = _edited(tmp_path, _set("recipe", "lr", KeyError))
+    result = invoke("train", "--resume", path, "--epochs", "3", "--data-dir", data_dir)
+    assert_user_error(result, 4, "lacks lr")
+
+
+# --- checkpoint tensors and format version -------------------------------------------------------------------------
+
+def _rewritten(tmp_path, tensors=None, metadata=None, name="rewritten.safetensors"):
+    """A copy of a real checkpoint with its tensors (dict name -> array) or raw metadata (str -> str) edited in place."""
+    from safetensors import safe_open
+    from safetensors.numpy import save_file
+
+    with safe_open(str(_small_checkpoint(tmp_path)), framework="numpy") as f:
+        raw, ts = dict(f.metadata()), {k: f.get_tensor(k).copy() for k in f.keys()}
+    if tensors:
+        tensors(ts)
+    if metadata:
+        metadata(raw)
+    path = tmp_path / name
+    save_file(ts, str(path), metadata=raw)
+    return path
+
+
+def _put(name, index, value):
+    def edit(ts):
+        ts[name].reshape(-1)[index] = value
+    return edit
+
+
+def _rename(old, new):
+    def edit(ts):
+        for k in [k for k in ts if k.startswith(old)]:
+            ts[new + k[len(old):]] = ts.pop(k)
+    return edit
+
+
+def _add_m(ts):
+    for k in [k for k in ts if k.startswith("optimizer.v.")]:
+        ts["optimizer.m." + k[len("optimizer.v."):]] = ts[k].copy()
+
+
+NOT_FINITE = [
+    (_put("dense_0.weight", 5, np.nan), "dense_0.weight holds NaN or infinite"),
+    (_put("dense_1.bias", 0, np.inf), "dense_1.bias holds NaN or infinite"),
+    (_put("optimizer.v.dense_0.weight", 7, np.nan), "optimizer.v.dense_0.weight holds NaN or infinite"),
+    (_put("optimizer.v.dense_1.bias", 3, -np.inf), "optimizer.v.dense_1.bias holds NaN or infinite"),
+    (_put("optimizer.v.dense_0.bias", 2, -1e-3), "optimizer.v.dense_0.bias holds negative values"),
+]
+
+
+@pytest.mark.parametrize("command", [["evaluate"], ["train", "--epochs", "3", "--resume"]])
+@pytest.mark.parametrize("edit,words", NOT_FINITE, ids=["nan-weight", "inf-bias", "nan-v", "-inf-v", "negative-v"])
+def test_non_finite_weights_or_state_are_refused(command, edit, words, data_dir, tmp_path):
+    path = _rewritten(tmp_path, tensors=edit)
+    result = invoke(*command, path, "--data-dir", data_dir)
+    assert_user_error(result, 4, "is damaged", words)
+    assert "diverged" not in result.stderr
+
+
+@pytest.mark.parametrize("edit,words", [
+    (_add_m, "optimizer state 'm'"), (_rename("optimizer.v.", "optimizer.zzz."), "optimizer state 'zzz'"),
+    (lambda ts: (_add_m(ts), _rename("optimizer.v.", "optimizer.b.")(ts)), "optimizer state 'b', 'm'"),
+], ids=["added-m", "renamed-zzz", "renamed-b-and-m"])
+@pytest.mark.parametrize("command", [["evaluate"], ["plot"], ["predict"], ["train", "--epochs", "3", "--resume"]])
+def test_optimizer_tensors_are_exactly_its_buffers(edit, words, command, data_dir, tmp_path):
+    path = _rewritten(tmp_path, tensors=edit)
+    extra = [SAMPLE] if command == ["predict"] else []
+    data = ["--data-dir", data_dir] if command[0] in ("train", "evaluate") else []
+    result = invoke(*command, path, *extra, *data)
+    assert_user_error(result, 4, words, "rmsprop optimizer does not keep (it keeps only v)")
+
+
+def test_missing_optimizer_state_is_only_a_problem_to_resume(data_dir, tmp_path):
+    drop = lambda ts: [ts.pop(k) for k in [k for k in ts if k.startswith("optimizer.")]]  # noqa: E731
+    path = _rewritten(tmp_path, tensors=drop)
+    assert invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20").exit_code == 0
+    result = invoke("train", "--resume", path, "--epochs", "3", "--data-dir", data_dir)
+    assert_user_error(result, 4, "lacks the optimizer state v")
+
+
+@pytest.mark.parametrize("version", ["0", "-1", " 1 ", "1 ", "0_1", "01", "+1", "\u0661", "1.0", "", "x",
+                                     "9" * 5000])
+def test_the_format_version_is_exactly_a_known_one(version, data_dir, tmp_path):
+    path = _rewritten(tmp_path, metadata=lambda m: m.update(format_version=version))
+    result = invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20")
+    assert_user_error(result, 4, "no valid format version", "damaged")
+
+
+def test_a_newer_format_version_still_says_upgrade(data_dir, tmp_path):
+    path = _rewritten(tmp_path, metadata=lambda m: m.update(format_version="2"))
+    assert_user_error(invoke("evaluate", path, "--data-dir", data_dir), 4, "newer", "pip install -U")
+    path = _rewritten(tmp_path, metadata=lambda m: m.update(format_version="1"))
+    assert invoke("evaluate", path, "--data-dir", data_dir, "--limit", "20").exit_code == 0
 
 
 # --- resume: nonsense and other data ------------------------------------------------------------------------------
