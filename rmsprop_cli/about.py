@@ -39,6 +39,7 @@ def info() -> dict:
     from .data import default_data_dir
 
     usable, detail, device = cuda_status()
+    most = training_shards(Recipe().batch_size)
     return {
         "rmsprop_cli": __version__,
         "python": f"{platform.python_version()} ({sys.executable})",
@@ -48,8 +49,8 @@ def info() -> dict:
         "cpu_count": os.cpu_count(),
         "numba_threads": numba.get_num_threads(),
         "threading_layer": threading_layer(),
-        "training_threads": training_shards(Recipe().batch_size),
-        "training_threads_choice": threads.describe(training_shards(Recipe().batch_size)),
+        "training_threads": most,
+        "training_threads_choice": threads.describe(most),
         "cuda": {"usable": usable, "detail": detail, **device},
         "data_dir": str(default_data_dir()),
         "kernel_cache_dir": str(kernel_cache_dir()),

@@ -39,10 +39,11 @@ COST_RATIO = 50
 MARGIN = 0.05
 # Weight of the newest part in the current count's running time per batch.
 SMOOTHING = 0.5
-# A count newly chosen, on a probe's few batches or at the start, runs in
-# probe-sized parts for this many batches (about two chunks of the default
-# recipe) and is left at once if it proves slower than the count it replaced:
-# a probe that was lucky then costs a few milliseconds, not two whole chunks.
+# A count newly chosen, on a probe's few batches or at the start, runs in parts
+# that double from two batches for this many batches (about two chunks of the
+# default recipe), and is left at once if it proves UNSETTLE times slower than
+# the count it replaced: a probe that was lucky then costs a few batches, not
+# two whole chunks.
 SETTLE_BATCHES = 80
 UNSETTLE = 1.5  # "much slower" while settling: more than a hiccup (a lost time slice) makes of a part
 
@@ -182,6 +183,8 @@ class ThreadPolicy:
             return
         self.since_probe += seconds
         self.settled += batches
+        if self.settled >= SETTLE_BATCHES:
+            self._left = None  # settled: a later move back is a change of load, not an undone lucky probe
         old = self.per_batch.get(threads)
         self.per_batch[threads] = ours = rate if old is None else SMOOTHING * rate + (1 - SMOOTHING) * old
         best = self._best()

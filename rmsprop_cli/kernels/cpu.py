@@ -677,10 +677,9 @@ def evaluate(images, y, theta, sizes, acts, deltas, labels, confusion):
     own thread with its own buffers and counts.  The blocks' losses are summed
     in block order at the end, so the loss is the same to the bit on any
     number of threads.  Weights are only read here, so the threads share them
-    without contention.  (The
-    shard's work is a separate function: array expressions written directly
-    inside a prange body are turned into nested parallel loops, which gave
-    wrong results.)
+    without contention.  (The shard's work is a separate function: array
+    expressions written directly inside a prange body are turned into nested
+    parallel loops, which gave wrong results.)
     """
     n_shards, rows = labels.shape
     n_blocks = -(-images.shape[0] // rows)
