@@ -24,7 +24,6 @@ from .files import atomic_write
 FORMAT = "rmsprop-cli"
 FORMAT_VERSION = 1
 VERSION_TEXT = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
-METRIC_KEYS = {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
 
 
 @dataclass

@@ -243,7 +243,7 @@ def train(
                        initial_accumulator=initial_accumulator, bias_correction=bias_correction or None,
                        clip_norm=clip_norm, clip_value=clip_value, schedule=schedule, warmup_steps=warmup_steps,
                        decay_steps=decay_steps, decay_rate=decay_rate, beta1=beta1, beta2=beta2)
-        # SIGINT and SIGTERM are the run's until its last line is printed (see StopSignals); one that
+        # SIGINT, SIGTERM and SIGHUP are the run's until its last line is printed (see StopSignals); one that
         # comes after the final save interrupts nothing, and the command says so and exits 0.  When this
         # process is the console script, they stay ignored until it has exited.
         import sys

@@ -50,6 +50,10 @@ class DownloadReporter:
             self.progress.stop()
             self.progress = None
 
+    def note(self, message: str) -> None:
+        """A line while fetching goes on (a mirror given up): above the bar, like every other note."""
+        note(message)
+
 
 class TrainDisplay(Callbacks):
     """A table with a row per epoch, the last `rows` of them (earlier ones counted in one

@@ -23,7 +23,7 @@ from . import paths
 from .download import Reporter, from_mirrors
 from .errors import ConfigError, DataError
 from .net import download_pace
-from .parts import remove_dead_parts, strerror
+from .parts import remove_dead_parts
 
 MNIST_FILES: dict[str, str] = {
     "train-images": "train-images-idx3-ubyte",
@@ -156,7 +156,7 @@ def _cached(path: Path, fname: str) -> bytes | None:
         path.unlink()
     except OSError as e:
         raise DataError(
-            f"the cached {path} is damaged and cannot be removed ({strerror(e)}); "
+            f"the cached {path} is damaged and cannot be removed ({paths.os_reason(e)}); "
             "delete it or pass --data-dir to use another folder"
         ) from None
     return None
@@ -176,7 +176,7 @@ def _prepare_folder(data_dir: Path | str | None) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise DataError(
-            f"cannot create the data folder {folder}: {strerror(e)}; pass --data-dir to use another folder"
+            f"cannot create the data folder {folder}: {paths.os_reason(e)}; pass --data-dir to use another folder"
         ) from None
     remove_dead_parts(folder, MNIST_MD5)
     return folder

@@ -62,9 +62,13 @@ def _redact(text: str, secrets: Sequence[str] = ()) -> str:
 
 def _userinfo(url: str) -> str | None:
     """What stands between '://' and the last '@' of a URL (a user name and password), or None.
-    A host cannot hold an '@', so the last one ends the credentials whatever they contain."""
+    A host cannot hold an '@', so the last one ends the credentials whatever they contain; but
+    an '@' after a '/' with no ':' before it is in the path (https://host/mnist@v1/), not that."""
     _, sep, rest = url.partition("://")
-    return rest[:rest.rindex("@")] if sep and "@" in rest else None
+    if not sep or "@" not in rest:
+        return None
+    found = rest[:rest.rindex("@")]
+    return found if ":" in found or "/" not in found else None
 
 
 def _reported(read, label: str, total: int | None, reporter: Reporter | None) -> Iterator[bytes]:
@@ -146,7 +150,7 @@ def _worth_retrying(e: BaseException, prefix: str) -> BaseException:
         if isinstance(e.reason, (socket.gaierror, str)):
             raise Unreachable(describe(e)) from None
         return e
-    if isinstance(e, (OSError, http.client.HTTPException)):  # timeouts and resets mid-body
+    if isinstance(e, (OSError, http.client.HTTPException)):  # resets mid-body (timeouts end the mirror in _fetch_url)
         return e
     if isinstance(e, ValueError):  # e.g. a malformed host such as "http://[::1"
         raise Unreachable("invalid URL") from None

@@ -115,9 +115,9 @@ def stopped_by(signum: int) -> tuple[str, int]:
 
 
 class Interrupted(RmspropError):
-    """SIGINT (Ctrl-C) or SIGTERM stopped training; a loadable checkpoint was saved first.
+    """SIGINT (Ctrl-C), SIGTERM or SIGHUP stopped training; a loadable checkpoint was saved first.
 
-    Exit code 130 for SIGINT, 143 for SIGTERM.  With `evaluate` (the command that
+    Exit code 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP.  With `evaluate` (the command that
     evaluates it), training had finished and only the test evaluation was skipped."""
 
     exit_code = 130
@@ -138,7 +138,7 @@ class Interrupted(RmspropError):
 
 
 class StoppedAtOnce(KeyboardInterrupt):
-    """SIGINT or SIGTERM before training started: nothing had been trained, so nothing is saved."""
+    """SIGINT, SIGTERM or SIGHUP before training started: nothing had been trained, so nothing is saved."""
 
     def __init__(self, signum: int):
         self.signum = signum

@@ -15,6 +15,7 @@ import numpy as np
 
 from . import paths
 from .errors import ConfigError, DataError, ImageError
+from .gz import GZIP_MAGIC, GzipError, gunzip
 
 SIDE, BOX = 28, 20
 INK = 0.2  # a pixel counts as part of the digit above this fraction of the brightest ink
@@ -29,7 +30,6 @@ WORK_SIDE = 2048              # larger images are first reduced (averaging pixel
 FORMATS = ("PNG", "JPEG", "MPO", "GIF", "BMP", "TIFF", "WEBP", "PPM", "QOI", "AVIF")
 FORMAT_NAMES = "PNG, JPEG, GIF, BMP, TIFF, WebP, PPM, QOI or AVIF"
 
-_GZIP = b"\x1f\x8b"
 _IDX_UBYTE = b"\x00\x00\x08"
 _IDX_OTHER = {0x09: "signed bytes", 0x0B: "int16", 0x0C: "int32", 0x0D: "float32", 0x0E: "float64"}
 
@@ -68,7 +68,7 @@ def decode_image(blob: bytes, name: str) -> np.ndarray:
             if blob[:2] == b"\x00\x00" and blob[2:3] and blob[2] in _IDX_OTHER:
                 raise ImageError(f"{name} is an IDX file of {_IDX_OTHER[blob[2]]}; only IDX files of "
                                  "unsigned bytes (type 0x08, as MNIST's) hold images this tool reads") from None
-            if blob[:2] == _GZIP:
+            if blob[:2] == GZIP_MAGIC:
                 raise ImageError(f"{name} is a gzip file, but not of an IDX image file") from None
             raise ImageError(f"{name} is not an image this tool can read ({FORMAT_NAMES})") from None
         with im:
@@ -201,7 +201,7 @@ def load_inputs(files, indices: list[int] | None = None) -> list[tuple[str, np.n
 
 def _is_idx(blob: bytes) -> bool:
     """A plain IDX file of unsigned bytes, or a gzip file whose content starts like one."""
-    if blob[:2] == _GZIP:
+    if blob[:2] == GZIP_MAGIC:
         import zlib
 
         try:
@@ -216,9 +216,8 @@ def idx_images(blob: bytes, name: str, indices: list[int]) -> list[tuple[str, np
     most MAX_IDX_BYTES once decompressed: a header declaring more is refused before anything
     more is decompressed, and decompression stops there whatever the header says."""
     from .data import idx_header, parse_idx
-    from .gz import gunzip
 
-    pieces = gunzip([blob], MAX_IDX_BYTES) if blob[:2] == _GZIP else iter([blob])
+    pieces = gunzip([blob], MAX_IDX_BYTES) if blob[:2] == GZIP_MAGIC else iter([blob])
     raw, size, checked, declared = [], 0, False, 0
     too_big = f"this tool reads IDX files of up to {MAX_IDX_BYTES / 2**20:g} MiB (MNIST's largest is 45 MiB)"
     try:
@@ -239,8 +238,8 @@ def idx_images(blob: bytes, name: str, indices: list[int]) -> list[tuple[str, np
                         raise ImageError(f"{name} declares IDX data of shape {shape} "
                                          f"({declared / 2**20:,.0f} MiB); {too_big}")
                     checked = True
-    except ValueError as e:  # gunzip: corrupt, truncated, or more than MAX_IDX_BYTES
-        raise ImageError(f"{name}: {e}" + (f"; {too_big}" if "more than" in str(e) else "")) from None
+    except GzipError as e:  # corrupt, truncated, or more than MAX_IDX_BYTES
+        raise ImageError(f"{name}: {e}" + (f"; {too_big}" if e.too_large else "")) from None
     except DataError as e:
         raise ImageError(str(e)) from None
     try:

@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 from typing import Container, Iterable
 
-from .errors import DataError
+from .errors import DataError, os_reason
 from .gz import GZIP_MAGIC, GzipError, gunzip
 
 
@@ -35,10 +35,6 @@ class Unreachable(Failed):
 
     def __init__(self, reason: str):
         super().__init__(reason, "network")
-
-
-def strerror(e: OSError) -> str:
-    return (e.strerror or str(e) or type(e).__name__).lower()
 
 
 def raw_cap(expected: int) -> int:
@@ -92,7 +88,7 @@ class Part:
         self.file = os.fdopen(fd, "wb")
 
     def _error(self, e: OSError) -> DataError:
-        return DataError(f"cannot write {self.path}: {strerror(e)}; "
+        return DataError(f"cannot write {self.path}: {os_reason(e)}; "
                          "free some space or pass --data-dir to use another folder")
 
     def write(self, data: bytes) -> None:

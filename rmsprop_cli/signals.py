@@ -82,7 +82,7 @@ def signum_of(stop) -> int:
 @contextmanager
 def signals_held():
     """SIGINT, SIGTERM and SIGHUP blocked (POSIX), to be delivered when the block ends."""
-    held = {getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)}
+    held = set(StopSignals.SIGNALS)
     if not hasattr(signal, "pthread_sigmask"):
         yield
         return

@@ -175,7 +175,7 @@ def run(options: dict, *, device: str = "cpu", data_dir=None, mirrors=None, outp
     options are the recipe's fields as the user gave them (None: not given).
     With resume, the run continues the checkpoint's (see build_recipe) and
     writes to it unless output says otherwise.  stop is polled between
-    chunks; by default SIGINT (Ctrl-C) and SIGTERM set it (StopSignals).  When
+    chunks; by default SIGINT (Ctrl-C), SIGTERM and SIGHUP set it (StopSignals).  When
     it fires, the position reached is saved and Interrupted is raised.  The
     checkpoint is locked (OutputLock) from before any check until the return:
     a second writer of it gets OutputBusy.

@@ -240,6 +240,15 @@ def test_credentials_with_reserved_characters_are_hidden_too(tmp_path, password)
         assert "***@" in shown
 
 
+def test_an_at_sign_in_a_mirror_path_is_not_taken_for_credentials():
+    from rmsprop_cli.download import _userinfo
+
+    assert _userinfo("https://example.com/mnist@v1/") is None  # the host stays visible in messages
+    assert _userinfo("http://carol:top/secret@127.0.0.1:1/") == "carol:top/secret"
+    assert _userinfo("http://token@host/") == "token"
+    assert _userinfo("http://host/") is None
+
+
 def test_a_mirror_that_never_answers_is_left_after_one_timeout(mnist_dir, tmp_path):
     """The socket's timeout fired before the pace watcher and was retried twice: 92 s of silence with
     the default 30 s.  Now one timeout is enough, and a line says the next mirror is tried."""
