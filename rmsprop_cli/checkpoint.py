@@ -22,7 +22,8 @@ from .errors import CheckpointError, path_errors
 from .files import atomic_write
 
 FORMAT = "rmsprop-cli"
-FORMAT_VERSION = 1
+# 2: the recipe records the activation, and only the options of its optimizer (schema.py reads 1 too).
+FORMAT_VERSION = 2
 VERSION_TEXT = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
 
 
@@ -102,7 +103,7 @@ def load(path: Path) -> Checkpoint:
         raise CheckpointError(
             f"{path} has checkpoint format {version}, newer than this rmsprop-cli reads ({FORMAT_VERSION}); "
             "upgrade with: pip install -U rmsprop-cli")
-    recipe, history, info = schema.read(path, metadata)   # the whole metadata, against one schema
+    recipe, history, info = schema.read(path, metadata, version)   # the whole metadata, against one schema
     if (recipe.n_inputs, recipe.n_classes) != (784, 10):
         # The kernels index arrays by these without bounds checks: never trust them from a file.
         raise CheckpointError(f"{path} is for {recipe.n_inputs} inputs and {recipe.n_classes} classes; "

@@ -7,7 +7,10 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 
+from . import optim
+from .activations import ACTIVATIONS
 from .errors import ConfigError
+from .hyper import DECAYING, SCHEDULES
 
 # "fast" maths without nnan/ninf: those two would let LLVM delete the NaN and
 # Inf checks that stop a diverging run (which also must not be np.isfinite:
@@ -136,7 +139,11 @@ def _check_hidden(sizes) -> None:
             raise ConfigError(f"--hidden layer widths must be whole numbers from {lo} to {hi}; got {shown(s)}")
 
 
-CHOICES = {"eps_placement": EPS_PLACEMENTS}
+CHOICES = {"eps_placement": EPS_PLACEMENTS, "optimizer": optim.NAMES, "schedule": tuple(SCHEDULES),
+           "activation": tuple(ACTIVATIONS)}
+# The options that apply to some optimizers only (optim.py); when not given they are None (False for a
+# flag), and a new recipe fills in its optimizer's defaults.
+OPTIMIZER_FIELDS = optim.COMMON + optim.SPECIFIC
 
 
 @dataclass(frozen=True)
@@ -145,20 +152,21 @@ class Recipe:
 
     epochs: int = 10
     batch_size: int = 32
-    lr: float = 0.001
-    rho: float = 0.9
-    eps: float = 1e-7
-    eps_placement: str = "inside"
+    lr: float | None = None
+    rho: float | None = None
+    eps: float | None = None
+    eps_placement: str | None = None
     hidden: tuple[int, ...] = (128, 64)
+    activation: str = "relu"
     val_split: float = 0.2
     seed: int = 0
     limit: int | None = None
     n_inputs: int = 784
     n_classes: int = 10
-    # The optimizer and RMSProp's options (see optim.py); the defaults are plain RMSProp.
+    # The optimizer and its options (optim.py); None: the optimizer's default, or not its option.
     optimizer: str = "rmsprop"
     centered: bool = False
-    momentum: float = 0.0
+    momentum: float | None = None
     nesterov: bool = False
     weight_decay: float = 0.0
     decoupled_decay: bool = False
@@ -169,14 +177,37 @@ class Recipe:
     schedule: str = "constant"
     warmup_steps: int = 0
     decay_steps: int | None = None
-    decay_rate: float = 0.5
-    beta1: float = 0.9
-    beta2: float = 0.999
+    decay_rate: float | None = None
+    beta1: float | None = None
+    beta2: float | None = None
 
     def __post_init__(self):
         if isinstance(self.hidden, (list, tuple)):
             object.__setattr__(self, "hidden", tuple(self.hidden))
+        self._fill_defaults()
         self.validate()
+
+    def _fill_defaults(self) -> None:
+        """Refuse an option that does not apply to the optimizer (it would be
+        silently ignored), and fill in the optimizer's defaults for the others."""
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise ConfigError(f"--optimizer must be one of {', '.join(optim.NAMES)}; got {shown(self.optimizer)}")
+        spec = optim.OPTIMIZERS[self.optimizer]
+        for name in OPTIMIZER_FIELDS:
+            value = getattr(self, name)
+            if name not in spec.options:
+                if value is not None and value is not False:
+                    raise ConfigError(f"{option(name)} does not apply to --optimizer {self.optimizer}; it applies "
+                                      f"to {', '.join(optim.applies_to(name))}")
+            elif value is None and name in spec.defaults:
+                object.__setattr__(self, name, spec.defaults[name])
+        decaying = self.schedule in DECAYING
+        for name in ("decay_steps", "decay_rate"):
+            if getattr(self, name) is not None and not decaying and self.schedule in SCHEDULES:
+                raise ConfigError(f"{option(name)} does not apply to --schedule {self.schedule}; it applies to "
+                                  f"the {' and '.join(DECAYING)} schedules")
+        if decaying and self.decay_rate is None:
+            object.__setattr__(self, "decay_rate", 0.5)
 
     @property
     def sizes(self) -> tuple[int, ...]:
@@ -194,21 +225,18 @@ class Recipe:
 
     def validate(self) -> None:
         """Every field against its bounds (INTEGERS, FLOATS), then the fields against each other."""
-        from .optim import OPTIMIZERS, SCHEDULES
-
         def bad(msg: str):
             raise ConfigError(msg)
 
-        choices = {**CHOICES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES}
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "hidden":
                 if type(value) is not tuple:
                     bad(f"--hidden must be a list of layer widths; got {shown(value)}")
                 _check_hidden(value)
-            elif f.name in choices:
-                if value not in choices[f.name]:
-                    bad(f"{option(f.name)} must be one of {', '.join(choices[f.name])}; got {shown(value)}")
+            elif f.name in CHOICES:
+                if not (value is None and f.default is None) and value not in CHOICES[f.name]:
+                    bad(f"{option(f.name)} must be one of {', '.join(CHOICES[f.name])}; got {shown(value)}")
             elif isinstance(f.default, bool):
                 if type(value) is not bool:
                     bad(f"{option(f.name)} is a flag, true or false; got {shown(value)}")
@@ -217,8 +245,15 @@ class Recipe:
                 if problem:
                     bad(f"{option(f.name)} {problem}")
 
-        if self.nesterov and self.momentum == 0 and self.optimizer != "momentum":
+        if self.nesterov and not self.momentum:
             bad("--nesterov needs --momentum above 0")
+        if self.decoupled_decay and not self.weight_decay:
+            bad("--decoupled-decay needs --weight-decay above 0")
+        if self.centered and self.bias_correction:
+            # v/(1-rho^t) - (m/(1-rho^t))^2 is exactly 0 at the first step and float32 rounding noise the size
+            # of eps in practice: the first update would be lr*g/sqrt(eps) or garbage (Optax gives NaN).
+            bad("--centered with --bias-correction is refused: at the first step the bias-corrected variance "
+                "is exactly 0, so the first update would be lr·g/√ε, thousands of times lr; use one of them")
         n = MNIST_TRAIN_IMAGES if self.limit is None else min(self.limit, MNIST_TRAIN_IMAGES)
         if self.n_train == 0:
             bad(f"no training images left: --limit {self.limit} with --val-split {self.val_split}"

@@ -23,8 +23,10 @@ import math
 import re
 from dataclasses import fields
 
-from .config import MNIST_TRAIN_IMAGES, Recipe, shown
+from . import optim
+from .config import MNIST_TRAIN_IMAGES, OPTIMIZER_FIELDS, Recipe, shown
 from .errors import CheckpointError, ConfigError
+from .hyper import DECAYING
 
 # Sizes of the JSON texts.  safetensors caps its whole header at 100 MB; the
 # history of a long run (about 170 bytes an epoch) is the only big one.
@@ -37,7 +39,8 @@ U128 = 2**128
 METRIC_KEYS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
 POSITION_KEYS = ("epoch", "rng", "batch", "loss_sum", "correct", "seen", "seconds")
 RECIPE_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,), "tuple[int, ...]": (list,),
-                "int | None": (int, type(None)), "float | None": (int, float, type(None))}
+                "int | None": (int, type(None)), "float | None": (int, float, type(None)),
+                "str | None": (str, type(None))}
 
 
 class Bad(Exception):
@@ -48,12 +51,20 @@ class Bad(Exception):
         self.where, self.what, self.section = where, what, section
 
 
-def read(path, metadata: dict) -> tuple[Recipe, list[dict], dict]:
-    """(recipe, history, info) of a checkpoint's metadata, or CheckpointError."""
+class Newer(Bad):
+    """A recipe field this version does not know: a newer rmsprop-cli wrote it."""
+
+
+def read(path, metadata: dict, version: int) -> tuple[Recipe, list[dict], dict]:
+    """(recipe, history, info) of a checkpoint's metadata in format `version`, or CheckpointError."""
     try:
-        recipe = _recipe(_parse(metadata, "recipe", None))
+        recipe = _recipe(_parse(metadata, "recipe", None), version)
         history = _history(_parse(metadata, "history", "[]"), recipe)
         info = _info(_parse(metadata, "info", "{}"), recipe, history)
+    except Newer as e:
+        raise CheckpointError(f"{path} was written by a newer rmsprop-cli: its recipe has field {e.what}, which this "
+                              "version does not know (running it without would not be the same run); upgrade "
+                              "with: pip install -U rmsprop-cli") from None
     except Bad as e:
         what = "a damaged training position" if e.section == "position" else "damaged metadata"
         raise CheckpointError(f"{path} has {what} ({e.where}: {e.what}); it was edited or is corrupt, "
@@ -122,9 +133,36 @@ def _keys(where, d: dict, required, allowed=None, section="metadata"):
             raise Bad(where, f"has unknown field {shown(extra[0])}", section)
 
 
-def _recipe(d) -> Recipe:
+def _format_1(d: dict) -> dict:
+    """A recipe of checkpoint format 1 as format 2 holds it.  Format 1 had no
+    activation (always ReLU), stored every optimizer option whether it applied
+    or not, and the momentum optimizer's momentum as 0 for 0.9.  Options that
+    did not apply had no effect (except momentum with adam, whose buffer was
+    never saved): they are dropped."""
+    d = {**d, "activation": "relu"}
+    spec = optim.OPTIMIZERS.get(d.get("optimizer"))
+    if spec is None:
+        return d   # refused by validation, with the usual message
+    if spec.name == "momentum" and d.get("momentum") == 0:
+        d["momentum"] = None
+    for name in OPTIMIZER_FIELDS:
+        if name not in spec.options and name in d:
+            d[name] = False if isinstance(d[name], bool) else None
+    if d.get("schedule") not in DECAYING:
+        d["decay_steps"] = d["decay_rate"] = None
+    if not d.get("weight_decay"):
+        d["decoupled_decay"] = False
+    return d
+
+
+def _recipe(d, version: int) -> Recipe:
     d = _dict("recipe", d)
     types = {f.name: f.type for f in fields(Recipe)}
+    unknown = [k for k in d if k not in types]
+    if unknown:
+        raise Newer("recipe", shown(unknown[0]))
+    if version == 1:
+        d = _format_1(d)
     _keys("recipe", d, types, types)   # every field: one left out would silently become its default
     for name, value in d.items():
         allowed = RECIPE_TYPES.get(types[name])

@@ -8,8 +8,9 @@ from contextlib import contextmanager
 import numpy as np
 
 from .. import threads
-from ..kernels import cpu as K
-from ..optim import CLIP_NORM
+from ..activations import ACTIVATIONS
+from ..hyper import CLIP_NORM
+from ..kernels import steps as K
 
 EVAL_ROWS = 512  # rows per forward pass in evaluation: big enough to amortise, small enough for L2
 STATE_ROWS = {"v": 0, "m": 1, "b": 2}
@@ -38,7 +39,7 @@ def threading_layer() -> str:
     except ValueError:
         one = np.ones(2, np.int64)
         K.evaluate(np.zeros((0, 1), np.uint8), np.zeros(0, np.int64), np.zeros(2, np.float32), one,
-                   *shard_buffers(one, 1, 1), np.zeros((1, 1), np.int64))
+                   *shard_buffers(one, 1, 1), np.zeros((1, 1), np.int64), 0)
         return numba.threading_layer()
 
 
@@ -113,6 +114,7 @@ class CpuBackend:
         self.names = optimizer.state_names
         self.hp = optimizer.hyperparameters()
         self.plain = optimizer.is_plain_rmsprop()
+        self.act = ACTIVATIONS[optimizer.recipe.activation].kind
         self.step = step  # updates made so far: the schedule and bias correction depend on it
         self.theta = aligned_zeros(np.shape(theta))
         # Rows v, m, b of the kernels' state, each padded to whole cache lines so
@@ -186,13 +188,14 @@ class CpuBackend:
             shards = min(shards, self.policy.threads)
         with numba_threads(shards):
             loss, correct = K.evaluate(pixels(images, self.sizes[0]), np.ascontiguousarray(y, dtype=np.int64),
-                                       self.theta, self.sizes, *(buf[:shards] for buf in self.eval_bufs), confusion)
+                                       self.theta, self.sizes, *(buf[:shards] for buf in self.eval_bufs), confusion,
+                                       self.act)
         return float(loss), int(correct), confusion
 
     def predict_proba(self, images):
         n_classes = int(self.sizes[-1])
         probs = np.zeros((len(images), n_classes), np.float32)
-        K.predict_proba(pixels(images, self.sizes[0]), self.theta, self.sizes, self.eval_bufs[0][0], probs)
+        K.predict_proba(pixels(images, self.sizes[0]), self.theta, self.sizes, self.eval_bufs[0][0], probs, self.act)
         return probs
 
     def set_state(self, theta, opt_state):

@@ -13,8 +13,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import model
-from ..kernels import cpu as schedule  # learning_rate_at and bias_corrections: host-side scalars, one definition
-from ..optim import CLIP_NORM
+from ..activations import ACTIVATIONS, IDENTITY
+from ..hyper import CLIP_NORM
+from ..kernels import math as schedule  # learning_rate_at and bias_corrections: host-side scalars, one definition
 from .cpu import STATE_ROWS, pixels
 
 EVAL_ROWS = 8192          # rows per forward pass in evaluation and prediction
@@ -50,7 +51,8 @@ class CudaBackend:
         self.batch_size = batch_size
         self.names = optimizer.state_names
         self.hp = optimizer.hyperparameters()
-        self.d_hp = cuda.to_device(self.hp)
+        self.d_p = cuda.to_device(self.hp.astype(np.float32))   # what the kernels read: float32 (hyper.py)
+        self.act = ACTIVATIONS[optimizer.recipe.activation].kind
         self.max_norm = np.float32(self.hp[CLIP_NORM])
         self.step = step  # updates made so far: the schedule and bias correction depend on it
         self.offsets = np.cumsum([0] + [int(np.prod(s)) for s in model.param_shapes(self.sizes)])[0::2][:-1]
@@ -136,25 +138,26 @@ class CudaBackend:
 
     def _train_step(self, lo: int, m: int, t: int, bi: int):
         """One mini-batch: rows order[lo:lo + m]; t is the 1-based update number."""
-        lr = np.float32(schedule.learning_rate_at(self.hp, t))
+        lr = np.float32(schedule.learning_rate_at(self.hp, t - 1))
         bc1, bc2 = (np.float32(c) for c in schedule.bias_corrections(self.hp, t))
         last = self.n_layers - 1
         losses, corrects = self.metrics
         for l in range(self.n_layers):
             x, rows, xlo, scale = self._layer_input(l, lo)
             self._launch(self.K.dense_forward, self._grids(l, m)[0])(
-                x, rows, xlo, m, scale, self.theta, self.offsets[l], l < last, self.acts[l])
+                x, rows, xlo, m, scale, self.theta, self.offsets[l], self.act if l < last else IDENTITY,
+                self.acts[l])
         parity = t % 2
         for l in range(last, -1, -1):
             x, rows, xlo, scale = self._layer_input(l, lo)
             dout = self.no_parts if l == last else self.dx[l + 1]
             self._launch(self.K.dense_backward_update, self._grids(l, m)[1])(
-                x, rows, xlo, m, scale, self.theta, self.offsets[l], self.acts[l], dout, self.d_labels, lo,
-                self.state, self.d_hp, lr, bc1, bc2, self.dx[l], self.grad, self.sumsq, parity, losses, corrects, bi)
+                x, rows, xlo, m, scale, self.theta, self.offsets[l], self.acts[l],
+                self.act if l < last else IDENTITY, dout, self.d_labels, lo, self.state, self.d_p, lr, bc1, bc2, self.dx[l], self.grad, self.sumsq, parity, losses, corrects, bi)
         self.launches += 2 * self.n_layers
         if self.grad.size:
             self._launch(self.K.optimizer_update, _blocks(self.grad.size, UPDATE_THREADS), UPDATE_THREADS)(
-                self.theta, self.state, self.grad, self.d_hp, lr, bc1, bc2, self.sumsq, parity, self.max_norm)
+                self.theta, self.state, self.grad, self.d_p, lr, bc1, bc2, self.sumsq, parity, self.max_norm)
             self.launches += 1
 
     def train_chunk(self, order, start, n_batches):
@@ -212,7 +215,8 @@ class CudaBackend:
         for l in range(self.n_layers):
             out = self.eval_acts[l]
             self._launch(self.K.dense_forward, (_blocks(self.sizes[l + 1], tile), _blocks(m, tile)))(
-                x, rows, xlo, m, scale, self.theta, self.offsets[l], l < self.n_layers - 1, out)
+                x, rows, xlo, m, scale, self.theta, self.offsets[l],
+                self.act if l < self.n_layers - 1 else IDENTITY, out)
             x, rows, xlo, scale = out, self.ident, 0, ACT_SCALE
         return self.eval_acts[-1]
 

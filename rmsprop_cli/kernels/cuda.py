@@ -1,6 +1,8 @@
 """Numba CUDA kernels: the twins of kernels/cpu.py, by the same names where
 they compute the same thing (dense_forward, dense_backward_update,
-optimizer_update, evaluate_rows, predict_proba).
+optimizer_update, evaluate_rows, predict_proba).  The optimizers' updates,
+the activations and the softmax term are the scalar functions of
+kernels/math.py, the very ones the CPU loops inline.
 
 Layout as on the CPU: activations are (rows, features) row-major; parameters
 and optimizer state are flat vectors, layer by layer, W (n_in, n_out)
@@ -22,7 +24,7 @@ A training step is two launches per layer, six for 784-128-64-10:
   run is reproducible bit for bit).  The last layer's computes softmax
   cross-entropy and its gradient from the logits itself (no launch of its
   own); a hidden layer's kernel adds the partial sums of the layer above in a
-  fixed order and applies its ReLU mask where it reads them.
+  fixed order and applies its activation's derivative where it reads them.
 Clipping by the global norm adds one launch (optimizer_update): no weight may
 move before the norm of the whole gradient is known.
 
@@ -37,9 +39,10 @@ import numpy as np
 from numba import cuda
 
 from ..config import CUDA_DEVICE, CUDA_JIT
-from ..optim import (ADAGRAD, ADAM, BETA1, BETA2, CENTERED, CLIP_VALUE, DECOUPLED, EPS, EPS_OUTSIDE, KIND,
-                     MOMENTUM, NESTEROV, RHO, RMSPROP, WEIGHT_DECAY)
-from .cpu import FLUSH, LOGIT_FLOOR, ONE, ZERO
+from ..hyper import KIND
+from .math import ONE, ZERO, activate, activation_grad, register_cuda, softmax_term, step
+
+register_cuda()   # before any kernel below is compiled: they call math.py's functions
 
 TILE = 16
 # Depth of a tile along the summed axis: 64 inputs per pass in dense_forward,
@@ -63,12 +66,6 @@ def load_input(x, rows, lo, m, scale, r, k):
     if r < m and k < x.shape[1]:
         return np.float32(x[rows[lo + r], k]) / scale
     return ZERO
-
-
-@cuda.jit(**CUDA_DEVICE)
-def softmax_term(d):
-    """exp(d) for d = logit - row maximum; 0 below the CPU's LOGIT_FLOOR, as there."""
-    return np.float32(math.exp(d)) if d > LOGIT_FLOOR else ZERO
 
 
 @cuda.jit(**CUDA_DEVICE)
@@ -98,60 +95,17 @@ def row_loss(z, r, label, zmax, total):
 
 
 @cuda.jit(**CUDA_DEVICE)
-def optimizer_step(theta, state, i, g, hp, lr, bc1, bc2):
-    """optimizer_update of kernels/cpu.py for the one parameter theta[i] with
-    gradient g, in the same order of operations; state rows are v, m, b."""
-    kind = int(hp[KIND])
-    rho, eps, outside = np.float32(hp[RHO]), np.float32(hp[EPS]), hp[EPS_OUTSIDE] != 0
-    mu, wd, clip = np.float32(hp[MOMENTUM]), np.float32(hp[WEIGHT_DECAY]), np.float32(hp[CLIP_VALUE])
-    t = theta[i]
-    if clip > ZERO:
-        g = -clip if g < -clip else (clip if g > clip else g)  # selects keep a NaN (min/max drop it)
-    if wd > ZERO and hp[DECOUPLED] != 0:
-        t -= lr * wd * t
-    elif wd > ZERO:
-        g += wd * t
-    v = state[0, i]
-    if kind == RMSPROP:
-        v = rho * v + (ONE - rho) * g * g
-        v = v if v >= FLUSH else ZERO
-        if hp[CENTERED] != 0:
-            m = rho * state[1, i] + (ONE - rho) * g
-            state[1, i] = m
-            mean = m * bc2
-            var = v * bc2 - mean * mean
-            var = ZERO if var < ZERO else var
-            step = lr * g / (np.float32(math.sqrt(var)) + eps if outside else np.float32(math.sqrt(var + eps)))
-        elif outside:
-            step = lr * g / (np.float32(math.sqrt(v * bc2)) + eps)
-        else:
-            step = lr * g / np.float32(math.sqrt(v * bc2 + eps))
-    elif kind == ADAGRAD:
-        v = v + g * g
-        step = lr * g / (np.float32(math.sqrt(v)) + eps if outside else np.float32(math.sqrt(v + eps)))
-    elif kind == ADAM:
-        beta1, beta2 = np.float32(hp[BETA1]), np.float32(hp[BETA2])
-        m = beta1 * state[1, i] + (ONE - beta1) * g
-        v = beta2 * v + (ONE - beta2) * g * g
-        m = m if abs(m) >= FLUSH else ZERO
-        v = v if v >= FLUSH else ZERO
-        state[1, i] = m
-        step = lr * (m * bc1) / (np.float32(math.sqrt(v * bc2)) + eps)
-    else:  # SGD, and SGD with momentum
-        step = lr * g
-    state[0, i] = v
-    if mu > ZERO:
-        b = mu * state[2, i] + step
-        b = b if abs(b) >= FLUSH else ZERO
-        state[2, i] = b
-        step = step + mu * b if hp[NESTEROV] != 0 else b
-    theta[i] = t - step
+def optimizer_step(theta, state, i, g, p, lr, bc1, bc2):
+    """The optimizer's update (math.step) of the one parameter theta[i] with
+    gradient g; p is the float32 hyperparameter vector, state rows are v, m, b."""
+    theta[i], state[0, i], state[1, i], state[2, i] = step(
+        int(p[KIND]), theta[i], g, state[0, i], state[1, i], state[2, i], p, lr, bc1, bc2)
 
 
 @cuda.jit(**CUDA_JIT)
-def dense_forward(x, rows, lo, m, scale, theta, off, relu, out):
-    """out[r] = x[rows[lo + r]] / scale @ W + b for the m rows of a batch, then
-    ReLU if relu; W, b are the layer at theta[off:].  One thread per output.
+def dense_forward(x, rows, lo, m, scale, theta, off, act, out):
+    """out[r] = activation act (activations.py) of x[rows[lo + r]] / scale @ W + b,
+    for the m rows of a batch; W, b are the layer at theta[off:].  One thread per output.
     """
     xs = cuda.shared.array((TILE, DEPTH), np.float32)
     ws = cuda.shared.array((DEPTH, TILE), np.float32)
@@ -172,14 +126,12 @@ def dense_forward(x, rows, lo, m, scale, theta, off, relu, out):
         cuda.syncthreads()
     if r < m and j < n_out:
         acc += theta[off + n_in * n_out + j]
-        # ReLU as a select, not max(): the GPU's max.f32 returns the other operand
-        # for a NaN, which would hide a diverging run from the host's check.
-        out[r, j] = ZERO if relu and acc < ZERO else acc
+        out[r, j] = activate(act, acc)
 
 
 @cuda.jit(**CUDA_JIT)
-def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, ylo, state, hp, lr, bc1, bc2,
-                          dx, grad, sumsq, parity, losses, corrects, bi):
+def dense_backward_update(x, rows, lo, m, scale, theta, off, act, act_kind, dout, labels, ylo, state, p, lr, bc1,
+                          bc2, dx, grad, sumsq, parity, losses, corrects, bi):
     """Backward pass and optimizer step of one layer (W, b at theta[off:]), for
     the m rows of a batch whose inputs are x[rows[lo + r]] / scale.
 
@@ -188,8 +140,9 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
       softmax(z) - onehot(label), over m for the batch mean.  Block (0, 0)
       also writes the batch's loss sum and correct count to losses[bi] and
       corrects[bi];
-    - hidden layer: dLoss/d output, the sum over p of dout[p] (the layer
-      above's partial sums, added in order) where the ReLU output act is positive.
+    - hidden layer: dLoss/d output, the sum over parts of dout (the layer
+      above's partial sums, added in order), times the derivative of the
+      activation act_kind at its output act.
     Thread (ty, tx) of block (bx, by) owns the PER_THREAD weights W[k, j] with
     k = by*DEPTH + ty + q*TILE, j = bx*TILE + tx (more work per thread, fewer
     blocks to schedule); their gradients sum x[r, k] * delta[r, j] over the
@@ -250,9 +203,12 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
                     d = softmax_term(act[r, j] - zmax_s[q + ty]) * ((ONE / np.float32(m)) / zsum_s[q + ty])
                     if j == labels[ylo + r]:
                         d -= ONE / np.float32(m)
-                elif act[r, j] > ZERO:
-                    for part in range(dout.shape[0]):
-                        d += dout[part, r, j]
+                else:
+                    slope = activation_grad(act_kind, act[r, j])
+                    if slope != ZERO:
+                        for part in range(dout.shape[0]):
+                            d += dout[part, r, j]
+                        d *= slope
             ds[q + ty, tx] = d
         cuda.syncthreads()
         n_rows = min(ROWS, m - r0)  # the last tile of a batch may be partly empty
@@ -313,13 +269,13 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, dout, labels, 
     for q in range(PER_THREAD):
         k = k0 + q * TILE + ty
         if k < n_in and j < n_out:
-            optimizer_step(theta, state, off + k * n_out + j, g[q], hp, lr, bc1, bc2)
+            optimizer_step(theta, state, off + k * n_out + j, g[q], p, lr, bc1, bc2)
     if owns_bias:
-        optimizer_step(theta, state, b_index, g_bias, hp, lr, bc1, bc2)
+        optimizer_step(theta, state, b_index, g_bias, p, lr, bc1, bc2)
 
 
 @cuda.jit(**CUDA_JIT)
-def optimizer_update(theta, state, grad, hp, lr, bc1, bc2, sumsq, parity, max_norm):
+def optimizer_update(theta, state, grad, p, lr, bc1, bc2, sumsq, parity, max_norm):
     """The optimizer step of every parameter from the stored gradient, scaled
     so that its global L2 norm is at most max_norm (clip_global_norm on the CPU).
 
@@ -334,7 +290,7 @@ def optimizer_update(theta, state, grad, hp, lr, bc1, bc2, sumsq, parity, max_no
         g = grad[i]
         if norm > max_norm:
             g *= np.float32(max_norm / norm)
-        optimizer_step(theta, state, i, g, hp, lr, bc1, bc2)
+        optimizer_step(theta, state, i, g, p, lr, bc1, bc2)
 
 
 @cuda.jit(**CUDA_JIT)
