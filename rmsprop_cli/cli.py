@@ -15,6 +15,9 @@ from typing import Annotated, Optional
 import typer
 
 from . import __version__
+from .activations import activation_help
+from .hyper import SCHEDULES
+from .optim import DEFAULT_LR, NAMES, help_for, optimizer_help
 
 app = typer.Typer(
     name="rmsprop",
@@ -145,20 +148,25 @@ def download(data_dir: DataDir = None, mirror: Mirror = None):
         render_download(data.fetch(data.MNIST_FILES.values(), data_dir, mirror or None, _reporter(False)))
 
 
+_LR_HELP = ("Learning rate η (the first update's, with a schedule) \\[default: "
+            + ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LR.items()) + "].")
+_SCHEDULE_HELP = ("Learning rate over the updates n = 0, 1, ... after any warm-up, as Keras and Optax define "
+                  "them: " + "; ".join(f"{name}: {formula}" for name, formula in SCHEDULES.items())
+                  + " \\[default: constant].")
+
+
 @app.command()
 def train(
     epochs: Annotated[Optional[int], typer.Option(
         help="Passes over the training set, counting those of a resumed run \\[default: 10].", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per mini-batch \\[default: 32].", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help="Learning rate η \\[default: 0.001].", show_default=False)] = None,
-    rho: Annotated[Optional[float], typer.Option(
-        help="Decay ρ of the squared-gradient average \\[default: 0.9].", show_default=False)] = None,
-    eps: Annotated[Optional[float], typer.Option(help="ε in the denominator \\[default: 1e-07].", show_default=False)] = None,
-    eps_placement: Annotated[Optional[str], typer.Option(
-        help="inside: θ -= η·g/√(v+ε) (Keras); outside: θ -= η·g/(√v+ε) (PyTorch) \\[default: inside].",
-        show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=_LR_HELP, show_default=False)] = None,
+    rho: Annotated[Optional[float], typer.Option(help=help_for("rho"), show_default=False)] = None,
+    eps: Annotated[Optional[float], typer.Option(help=help_for("eps"), show_default=False)] = None,
+    eps_placement: Annotated[Optional[str], typer.Option(help=help_for("eps_placement"), show_default=False)] = None,
     hidden: Annotated[Optional[str], typer.Option(
         help="Hidden layer widths, comma-separated \\[default: 128,64].", show_default=False)] = None,
+    activation: Annotated[Optional[str], typer.Option(help=activation_help(), show_default=False)] = None,
     val_split: Annotated[Optional[float], typer.Option(
         help="Fraction of the training set, taken from its end, held out for validation \\[default: 0.2].",
         show_default=False)] = None,
@@ -166,49 +174,43 @@ def train(
                                                 show_default=False)] = None,
     limit: Limit = None,
     optimizer: Annotated[Optional[str], typer.Option(
-        help="rmsprop, or a rival: sgd, momentum (SGD with momentum 0.9), adagrad, adam \\[default: rmsprop].",
-        show_default=False, rich_help_panel="Optimizer")] = None,
+        help=optimizer_help(), show_default=False, rich_help_panel="Optimizer")] = None,
     centered: Annotated[bool, typer.Option(
-        "--centered", help="Divide by √(v − m² + ε), m the running mean gradient.", rich_help_panel="Optimizer")] = False,
+        "--centered", help=help_for("centered"), rich_help_panel="Optimizer")] = False,
     momentum: Annotated[Optional[float], typer.Option(
-        help="μ: b ← μ·b + η·g/denominator, θ ← θ − b \\[default: 0; 0.9 for --optimizer momentum].",
-        show_default=False, rich_help_panel="Optimizer")] = None,
+        help=help_for("momentum"), show_default=False, rich_help_panel="Optimizer")] = None,
     nesterov: Annotated[bool, typer.Option(
-        "--nesterov", help="Nesterov's form of the momentum: θ ← θ − (η·g/denominator + μ·b).",
-        rich_help_panel="Optimizer")] = False,
+        "--nesterov", help=help_for("nesterov"), rich_help_panel="Optimizer")] = False,
     weight_decay: Annotated[Optional[float], typer.Option(
         help="λ: L2 penalty added to the gradient, g + λ·θ (PyTorch) \\[default: 0].", show_default=False,
         rich_help_panel="Optimizer")] = None,
     decoupled_decay: Annotated[bool, typer.Option(
-        "--decoupled-decay", help="Apply weight decay on its own, θ ← θ − η·λ·θ (Keras), not through the gradient.",
-        rich_help_panel="Optimizer")] = False,
+        "--decoupled-decay", help="Apply weight decay on its own, θ ← θ − η·λ·θ (Keras, AdamW), not through the "
+                                  "gradient (Lion's always is).", rich_help_panel="Optimizer")] = False,
     initial_accumulator: Annotated[Optional[float], typer.Option(
-        help="Starting value of v \\[default: 0; 0.1 for adagrad].", show_default=False,
-        rich_help_panel="Optimizer")] = None,
+        help=help_for("initial_accumulator"), show_default=False, rich_help_panel="Optimizer")] = None,
     bias_correction: Annotated[bool, typer.Option(
-        "--bias-correction", help="Divide v by (1 − ρ^t) (Optax).", rich_help_panel="Optimizer")] = False,
+        "--bias-correction", help=help_for("bias_correction"), rich_help_panel="Optimizer")] = False,
     clip_norm: Annotated[Optional[float], typer.Option(
         help="Scale the whole gradient down to this global L2 norm.", show_default=False,
         rich_help_panel="Optimizer")] = None,
     clip_value: Annotated[Optional[float], typer.Option(
         help="Clip every gradient value to [−c, c].", show_default=False, rich_help_panel="Optimizer")] = None,
     schedule: Annotated[Optional[str], typer.Option(
-        help="Learning rate over time: constant, step (× decay rate every decay steps), exponential, cosine "
-             "(to 0 at the last step) \\[default: constant].", show_default=False, rich_help_panel="Optimizer")] = None,
+        help=_SCHEDULE_HELP, show_default=False, rich_help_panel="Optimizer")] = None,
     warmup_steps: Annotated[Optional[int], typer.Option(
         help="Raise the learning rate linearly from 0 over this many steps first \\[default: 0].",
         show_default=False, rich_help_panel="Optimizer")] = None,
     decay_steps: Annotated[Optional[int], typer.Option(
-        help="Steps per decay of the step and exponential schedules \\[default: one epoch].", show_default=False,
+        help="Updates per decay of the step and exponential schedules \\[default: one epoch].", show_default=False,
         rich_help_panel="Optimizer")] = None,
     decay_rate: Annotated[Optional[float], typer.Option(
-        help="Factor per decay steps \\[default: 0.5].", show_default=False, rich_help_panel="Optimizer")] = None,
+        help="Factor per decay steps of the step and exponential schedules \\[default: 0.5].", show_default=False,
+        rich_help_panel="Optimizer")] = None,
     beta1: Annotated[Optional[float], typer.Option(
-        help="Adam's decay of the mean gradient \\[default: 0.9].", show_default=False,
-        rich_help_panel="Optimizer")] = None,
+        help=help_for("beta1"), show_default=False, rich_help_panel="Optimizer")] = None,
     beta2: Annotated[Optional[float], typer.Option(
-        help="Adam's decay of the squared gradient \\[default: 0.999].", show_default=False,
-        rich_help_panel="Optimizer")] = None,
+        help=help_for("beta2"), show_default=False, rich_help_panel="Optimizer")] = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
              "\\[default: a new runs/<time>-<recipe>-seed<seed>/model.safetensors, or the resumed checkpoint]. "
@@ -237,7 +239,7 @@ def train(
         from . import train as training
 
         options = dict(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps, eps_placement=eps_placement,
-                       hidden=hidden, val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,
+                       hidden=hidden, activation=activation, val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,
                        centered=centered or None, momentum=momentum, nesterov=nesterov or None,
                        weight_decay=weight_decay, decoupled_decay=decoupled_decay or None,
                        initial_accumulator=initial_accumulator, bias_correction=bias_correction or None,
@@ -327,11 +329,12 @@ def predict(
 @app.command()
 def compare(
     optimizers: Annotated[str, typer.Option(
-        help="Comma-separated optimizers to train: rmsprop, sgd, momentum, adagrad, adam.")] = "sgd,adagrad,rmsprop,adam",
+        help=f"Comma-separated optimizers to train, of: {', '.join(NAMES)}.")] = "sgd,adagrad,rmsprop,adam",
     lr: Annotated[Optional[list[str]], typer.Option(
         "--lr", metavar="NAME=VALUE", show_default=False,
         help="Learning rate for one optimizer, e.g. --lr sgd=0.1; repeat for several "
-             "\\[default: each one's usual default: sgd 0.01, momentum 0.01, adagrad 0.001, rmsprop 0.001, adam 0.001].")] = None,
+             "\\[default: each one's usual default: "
+             + ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LR.items()) + "].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="\\[default: 10].", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="\\[default: 32].", show_default=False)] = None,
     hidden: Annotated[Optional[str], typer.Option(help="\\[default: 128,64].", show_default=False)] = None,

@@ -20,15 +20,16 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
     """Everything `rmsprop compare` does: the same network, from the same initial
     weights and through the same batch order, trained by each optimizer; a table
     of results and a figure of their curves."""
-    from .optim import DEFAULT_LR, OPTIMIZERS
+    from .optim import NAMES
 
     device, _ = resolve_device(device)
-    unknown = [n for n in list(names) + list(lrs) if n not in OPTIMIZERS]
+    unknown = [n for n in list(names) + list(lrs) if n not in NAMES]
     if unknown:
-        raise ConfigError(f"unknown optimizer {unknown[0]!r}: choose from {', '.join(OPTIMIZERS)}")
+        raise ConfigError(f"unknown optimizer {unknown[0]!r}: choose from {', '.join(NAMES)}")
     if not names:
         raise ConfigError("--optimizers lists no optimizer")
-    recipes = {n: build_recipe({**options, "optimizer": n, "lr": lrs.get(n, DEFAULT_LR[n])}) for n in names}
+    # Each optimizer with its own defaults (optim.py), its learning rate among them unless --lr gives one.
+    recipes = {n: build_recipe({**options, "optimizer": n, "lr": lrs.get(n)}) for n in names}
     first = recipes[names[0]]
     figure = figure_path(output, "compare.png") if output is not None else default_output(first).with_name("compare.png")
     files.check_writable(figure, 2**20)

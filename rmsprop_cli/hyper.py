@@ -13,8 +13,6 @@ object with the recipe's fields will do.
 
 from __future__ import annotations
 
-import numpy as np
-
 from .activations import ACTIVATIONS
 from .optim import LION, OPTIMIZERS
 
@@ -47,8 +45,10 @@ CONSTANT, STEP, EXPONENTIAL, COSINE = (SCHEDULE_KIND[name] for name in SCHEDULES
 DECAYING = ("step", "exponential")  # the schedules that read decay_steps and decay_rate
 
 
-def vector(recipe, steps_per_epoch: int) -> np.ndarray:
-    """The float64 hyperparameters of a recipe, in the order of FIELDS."""
+def vector(recipe, steps_per_epoch: int):
+    """The float64 hyperparameters of a recipe, in the order of FIELDS (a numpy array)."""
+    import numpy as np
+
     r = recipe
     spec = OPTIMIZERS[r.optimizer]
 

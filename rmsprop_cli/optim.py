@@ -15,8 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 # Options every optimizer takes: the learning rate and its schedule, gradient
 # clipping and weight decay (added to the gradient, or decoupled).
 COMMON = ("lr", "schedule", "warmup_steps", "decay_steps", "decay_rate", "clip_norm", "clip_value", "weight_decay",
@@ -138,7 +136,9 @@ class Optimizer:
     def state_names(self) -> tuple[str, ...]:
         return buffers(self.recipe)
 
-    def init(self, n_params: int) -> dict[str, np.ndarray]:
+    def init(self, n_params: int) -> dict:
+        import numpy as np
+
         first_v = self.recipe.initial_accumulator or 0.0
         return {name: np.full(n_params, first_v if name == "v" else 0.0, dtype=np.float32)
                 for name in self.state_names}

@@ -51,12 +51,31 @@ def arguments(doc: str, device: str = "cpu") -> argparse.Namespace:
     ap.add_argument("--device", default=device)
     ap.add_argument("--limit", type=int, default=None, help="only the first N training and test images (smoke tests)")
     ap.add_argument("--threads", type=int, default=None, help="pin the CPU threads (default: chosen by measurement)")
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="another recipe field, e.g. --set optimizer=adam --set centered=true --set momentum=0.9")
     ap.add_argument("--load", type=int, default=None, metavar="K",
                     help="compare quiet and K busy processes, default and pinned threads (see above)")
     ap.add_argument("--rounds", type=int, default=3, help="with --load: interleaved rounds (default 3)")
     ap.add_argument("--wait-policies", action="store_true",
                     help="with --load: also all threads under OpenMP's passive wait policy and short spin counts")
     return ap.parse_args()
+
+
+def recipe_fields(items: list[str]) -> dict:
+    """--set FIELD=VALUE pairs as recipe fields: true/false, numbers, else text."""
+    fields = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        value = {"true": True, "false": False}.get(text.lower(), text)
+        if isinstance(value, str):
+            for kind in (int, float):
+                try:
+                    value = kind(text)
+                    break
+                except ValueError:
+                    pass
+        fields[name.replace("-", "_")] = value
+    return fields
 
 
 def measure(args: argparse.Namespace):
@@ -68,7 +87,7 @@ def measure(args: argparse.Namespace):
         threads.pin(args.threads)
     mirrors = os.environ.get("RMSPROP_MIRROR", "").split() or None
     recipe = Recipe(epochs=args.epochs, batch_size=args.batch_size,
-                    hidden=tuple(int(h) for h in args.hidden.split(",")))
+                    hidden=tuple(int(h) for h in args.hidden.split(",")), **recipe_fields(args.set))
     images, labels, _ = data.load_mnist("train", None, mirrors, None, args.limit)
     test_images, test_labels, _ = data.load_mnist("test", None, mirrors, None, args.limit)
     X_train, y_train, X_val, y_val = train.split_validation(images, labels.astype(np.int64),

@@ -6,14 +6,28 @@ import numpy as np
 from rmsprop_cli import model
 
 
-def naive_dense_forward(x, w, b, relu):
+ACTIVATIONS = {  # (forward of z, derivative from the output a)
+    None: (lambda z: z, lambda a: np.ones_like(a)),
+    "relu": (lambda z: np.maximum(z, 0), lambda a: (a > 0).astype(np.float64)),
+    "tanh": (np.tanh, lambda a: 1 - a * a),
+    "sigmoid": (lambda z: 1 / (1 + np.exp(-z)), lambda a: a * (1 - a)),
+}
+
+
+def _act(act):
+    """An activation name; True and False stand for relu and none."""
+    return {True: "relu", False: None}.get(act, act) if isinstance(act, bool) else act
+
+
+def naive_dense_forward(x, w, b, act):
     z = x.astype(np.float64) @ w + b
-    return np.maximum(z, 0) if relu else z
+    return ACTIVATIONS[_act(act)][0](z)
 
 
-def naive_dense_backward(x, w, delta):
+def naive_dense_backward(x, w, delta, act="relu"):
+    """Gradients of a dense layer whose input x is the output of activation act."""
     x, delta = x.astype(np.float64), delta.astype(np.float64)
-    return x.T @ delta, delta.sum(0), (delta @ w.T) * (x > 0)
+    return x.T @ delta, delta.sum(0), (delta @ w.T) * ACTIVATIONS[_act(act)][1](x)
 
 
 def naive_softmax_xent(z, y):
@@ -32,12 +46,12 @@ def naive_rmsprop(theta, g, v, lr, rho, eps, outside):
     return theta - lr * g / denom, v
 
 
-def naive_mlp_loss(theta, sizes, X, y):
+def naive_mlp_loss(theta, sizes, X, y, act="relu"):
     """Mean cross-entropy of the MLP, float64 throughout."""
     tensors = model.views(theta, sizes)
     h = X.astype(np.float64)
     for l in range(len(sizes) - 1):
-        h = naive_dense_forward(h, tensors[2 * l], tensors[2 * l + 1], relu=l < len(sizes) - 2)
+        h = naive_dense_forward(h, tensors[2 * l], tensors[2 * l + 1], act if l < len(sizes) - 2 else None)
     return naive_softmax_xent(h, y)[0] / len(y)
 
 

@@ -74,6 +74,7 @@ def test_training_never_reads_the_padding():
     {"centered": True, "momentum": 0.9, "nesterov": True}, {"eps_placement": "outside"},
     {"optimizer": "sgd", "lr": 0.01}, {"optimizer": "momentum", "lr": 0.01, "schedule": "step", "decay_steps": 2},
     {"optimizer": "adagrad", "clip_value": 0.01, "decoupled_decay": True, "weight_decay": 0.01},
+    {"optimizer": "lion", "weight_decay": 0.1}, {"activation": "tanh"}, {"activation": "sigmoid", "optimizer": "adam"},
 ], ids=str)
 def test_threads_train_bit_for_bit_like_one_thread(options):
     """Splitting each step across threads (forward and dx by batch rows, W by rows) changes
@@ -84,7 +85,7 @@ def test_threads_train_bit_for_bit_like_one_thread(options):
     order = rng.permutation(70)
     results = {}
     for shards in (1, 2, 3):
-        be, _, _ = backend(images=images, y=y, hidden=(40, 20), batch_size=16, **options)
+        be, _, _ = backend(**{"optimizer": "rmsprop", **options}, images=images, y=y, hidden=(40, 20), batch_size=16)
         be.shards = shards
         out = be.train_chunk(order, 0, 5)
         results[shards] = (out, be.params(), be.optimizer_state())

@@ -182,9 +182,15 @@ def test_kill_9_never_leaves_a_broken_checkpoint(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("options", [
-    {"optimizer": "adam"},
+    # Every optimizer, each option of every optimizer at least once, each schedule and activation.
+    {"optimizer": "adam"}, {"optimizer": "adam", "weight_decay": 0.01, "decoupled_decay": True, "clip_value": 0.5},
     {"centered": True, "momentum": 0.9, "nesterov": True, "schedule": "cosine", "warmup_steps": 10},
-    {"clip_norm": 0.5, "bias_correction": True},
+    {"clip_norm": 0.5, "bias_correction": True, "rho": 0.99, "eps_placement": "outside", "initial_accumulator": 0.1},
+    {"optimizer": "sgd", "momentum": 0.5, "nesterov": True, "weight_decay": 0.001, "lr": 0.05},
+    {"optimizer": "momentum", "schedule": "step", "decay_steps": 7},
+    {"optimizer": "adagrad", "initial_accumulator": 0.2, "eps": 1e-6, "schedule": "exponential"},
+    {"optimizer": "lion", "weight_decay": 0.1, "beta1": 0.95, "beta2": 0.98},
+    {"activation": "tanh", "optimizer": "adam", "beta2": 0.99}, {"activation": "sigmoid", "lr": 0.01},
 ], ids=str)
 def test_resume_keeps_every_optimizer_buffer_and_the_step(data_dir, tmp_path, options):
     """Adam's m and v, momentum buffers, the schedule's and bias correction's step count all survive a stop."""

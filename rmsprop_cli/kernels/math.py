@@ -8,8 +8,10 @@ and LLVM inlines it into them) and for CUDA by register_cuda(), which
 kernels/cuda.py calls before it defines its kernels: the same source is
 compiled for both targets, as umap compiles one function twice.
 
-Conventions: everything is float32 (scalars come in as float32, literals are
-the constants below; one float64 literal would promote a loop to float64).
+Conventions: the kernels are float32 (scalars come in as float32, literals
+are the constants below; one float64 literal would promote a loop to float64);
+Numba's math functions keep their argument's type, so the same functions also
+run in float64 where a test needs it (finite differences).
 p is the hyperparameter vector as float32 (hyper.py gives the indices): a
 tuple on the CPU, read once before a loop so that LLVM hoists every option's
 branch out of it and vectorises each case; a device array on CUDA.  An
@@ -66,11 +68,6 @@ def register_cuda():
 
 
 @shared
-def sqrt32(x):
-    return np.float32(math.sqrt(x))
-
-
-@shared
 def flush(x):
     """x, or 0 when it is below FLUSH in size (a NaN is kept)."""
     return ZERO if abs(x) < FLUSH else x
@@ -79,7 +76,7 @@ def flush(x):
 @shared
 def softmax_term(d):
     """exp(d) for d = logit - row maximum; 0 below LOGIT_FLOOR."""
-    return np.float32(math.exp(d)) if d > LOGIT_FLOOR else ZERO
+    return math.exp(d) if d > LOGIT_FLOOR else ZERO
 
 
 # --- activations: forward and derivative side by side ------------------------------
@@ -90,12 +87,12 @@ def activate(kind, z):
     if kind == RELU:
         return ZERO if z < ZERO else z
     if kind == TANH:
-        return np.float32(math.tanh(z))
+        return math.tanh(z)
     if kind == SIGMOID:
         # exp of a negative number only, which never overflows (nor raises, on the CUDA simulator)
         if z >= ZERO:
-            return ONE / (ONE + np.float32(math.exp(-z)))
-        e = np.float32(math.exp(z))
+            return ONE / (ONE + math.exp(-z))
+        e = math.exp(z)
         return e / (ONE + e)
     return z
 
@@ -144,8 +141,8 @@ def finish(theta, u, b, p):
 def scaled(u, s, p):
     """u/√(s + ε), or u/(√s + ε) with eps outside."""
     if p[EPS_OUTSIDE] != ZERO:
-        return u / (sqrt32(s) + p[EPS])
-    return u / sqrt32(s + p[EPS])
+        return u / (math.sqrt(s) + p[EPS])
+    return u / math.sqrt(s + p[EPS])
 
 
 @shared
@@ -186,7 +183,7 @@ def adam(theta, g, v, m, b, p, lr, bc1, bc2):
     theta, g = prepare(theta, g, p, lr)
     m = flush(p[BETA1] * m + p[ONE_MINUS_BETA1] * g)
     v = flush(p[BETA2] * v + p[ONE_MINUS_BETA2] * g * g)
-    theta, b = finish(theta, lr * (m * bc1) / (sqrt32(v * bc2) + p[EPS]), b, p)
+    theta, b = finish(theta, lr * (m * bc1) / (math.sqrt(v * bc2) + p[EPS]), b, p)
     return theta, v, m, b
 
 

@@ -137,7 +137,8 @@ def test_last_layer_softmax_loss_and_update_match_cpu_twin(n, c, scale):
 
 OPTIONS = [
     {}, {"eps_placement": "outside"}, {"centered": True, "momentum": 0.9, "nesterov": True},
-    {"optimizer": "adam", "bias_correction": True}, {"optimizer": "adagrad", "schedule": "cosine", "warmup_steps": 2},
+    {"optimizer": "adam"}, {"bias_correction": True}, {"optimizer": "adagrad", "schedule": "cosine", "warmup_steps": 2},
+    {"optimizer": "lion", "weight_decay": 0.1}, {"activation": "tanh"}, {"activation": "sigmoid", "optimizer": "adam"},
     {"optimizer": "momentum", "weight_decay": 0.01}, {"decoupled_decay": True, "weight_decay": 0.1},
     {"clip_value": 0.001, "schedule": "step", "decay_steps": 1}, {"clip_norm": 0.05},
     {"optimizer": "adam", "clip_norm": 0.05},
