@@ -131,7 +131,7 @@ def test_newer_checkpoint_format_through_cli(data_dir, tmp_path):
 
     with safe_open(str(_small_checkpoint(tmp_path)), framework="numpy") as f:
         meta, tensors = dict(f.metadata()), {k: f.get_tensor(k) for k in f.keys()}
-    meta["format_version"] = "2"
+    meta["format_version"] = "3"
     path = tmp_path / "future.safetensors"
     save_file(tensors, str(path), metadata=meta)
     assert_user_error(invoke("evaluate", path, "--data-dir", data_dir), 4, "newer", "pip install -U")
@@ -235,16 +235,55 @@ def test_read_only_output_fails_before_training(tmp_path, monkeypatch):
 @pytest.mark.parametrize("args,words", [
     (["--seed", "-1"], "--seed"), (["--eps", "1e-50"], "--eps"), (["--lr", "1e39"], "--lr"),
     (["--rho", "0.999999999"], "--rho"), (["--limit", "1"], "no training images left"),
-    (["--optimizer", "lion"], "--optimizer"), (["--schedule", "linear"], "--schedule"),
+    (["--optimizer", "nadam"], "--optimizer"), (["--schedule", "linear"], "--schedule"),
     (["--momentum", "1"], "--momentum"), (["--nesterov"], "--nesterov needs --momentum"),
     (["--clip-norm", "0"], "--clip-norm"), (["--clip-value", "-1"], "--clip-value"),
-    (["--weight-decay", "-1"], "--weight-decay"), (["--decay-rate", "0"], "--decay-rate"),
-    (["--beta2", "1"], "--beta2"), (["--warmup-steps", "-3"], "--warmup-steps"),
+    (["--weight-decay", "-1"], "--weight-decay"), (["--schedule", "step", "--decay-rate", "0"], "--decay-rate"),
+    (["--optimizer", "adam", "--beta2", "1"], "--beta2"), (["--warmup-steps", "-3"], "--warmup-steps"),
 ])
 def test_more_invalid_options(args, words, tmp_path):
     result = invoke("train", *args, "--output", tmp_path / "o", "--data-dir", tmp_path, "--mirror", dead_url())
     assert_user_error(result, 2, words)
     assert not (tmp_path / "o").exists()  # nothing created for a run that never started
+
+
+def _refused_combinations():
+    """Every optimizer with every option the registry says does not apply to it, and the other
+    combinations that cannot work: (arguments, words the one-line error must hold)."""
+    from rmsprop_cli import optim
+
+    value = {"eps_placement": "outside", "eps": "1e-6", "rho": "0.5", "momentum": "0.5", "initial_accumulator": "0.5",
+             "beta1": "0.5", "beta2": "0.5", "decoupled_decay": None, "centered": None, "nesterov": None,
+             "bias_correction": None}
+    cases = []
+    for spec in optim.REGISTRY:
+        for name in optim.SPECIFIC + ("decoupled_decay",):
+            if name in spec.options:
+                continue
+            flag = "--" + name.replace("_", "-")
+            extra = ["--weight-decay", "0.1"] if name == "decoupled_decay" else []
+            args = ["--optimizer", spec.name, flag] + ([value[name]] if value[name] else []) + extra
+            cases.append((args, [f"{flag} does not apply to --optimizer {spec.name}",
+                                 "it applies to " + ", ".join(optim.applies_to(name))]))
+    cases += [
+        (["--centered", "--bias-correction"], ["--centered with --bias-correction"]),
+        (["--decoupled-decay"], ["--decoupled-decay needs --weight-decay"]),
+        (["--optimizer", "sgd", "--nesterov"], ["--nesterov needs --momentum"]),
+        (["--decay-rate", "0.5"], ["--decay-rate does not apply to --schedule constant", "step and exponential"]),
+        (["--schedule", "cosine", "--decay-steps", "5"], ["--decay-steps does not apply to --schedule cosine"]),
+        (["--activation", "gelu"], ["--activation must be one of relu, tanh, sigmoid"]),
+    ]
+    return cases
+
+
+@pytest.mark.parametrize("args,words", _refused_combinations(), ids=lambda a: " ".join(a) if a and
+                         isinstance(a[0], str) and a[0].startswith("--") else "")
+def test_options_that_cannot_apply_are_refused(args, words, tmp_path):
+    """An option the optimizer (or schedule) does not use would be silently ignored: one line, exit 2,
+    naming the optimizers it applies to; nothing is created."""
+    result = invoke("train", *args, "--output", tmp_path / "o", "--data-dir", tmp_path, "--mirror", dead_url())
+    assert_user_error(result, 2, *words)
+    assert not (tmp_path / "o").exists()
 
 
 def test_huge_batch_size_is_capped_to_the_data(data_dir, tmp_path):

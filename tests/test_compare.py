@@ -45,7 +45,7 @@ def test_compare_without_matplotlib_still_prints_the_table(data_dir, tmp_path, m
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--optimizers", "rmsprop,lion"], "unknown optimizer 'lion'"),
+    (["--optimizers", "rmsprop,nadam"], "unknown optimizer 'nadam'"),
     (["--lr", "sgd"], "NAME=VALUE"), (["--lr", "sgd=fast"], "NAME=VALUE"),
     (["--lr", "nesterov=0.1"], "unknown optimizer"), (["--optimizers", ","], "no optimizer"),
     (["--lr", "adam=-1"], "--lr"),

@@ -231,8 +231,9 @@ def test_the_backend_follows_its_policy_and_reports_its_timings():
 
 @pytest.mark.parametrize("n", [1, 700, 1500])
 def test_evaluation_gives_the_same_numbers_on_any_number_of_threads(n):
+    from rmsprop_cli.activations import RELU
     from rmsprop_cli.backends.cpu import EVAL_ROWS, shard_buffers
-    from rmsprop_cli.kernels import cpu as K
+    from rmsprop_cli.kernels import steps as K
 
     rng = np.random.default_rng(n)
     sizes = np.array([784, 24, 10])
@@ -241,7 +242,7 @@ def test_evaluation_gives_the_same_numbers_on_any_number_of_threads(n):
     results = []
     for shards in (1, 2, 3):
         confusion = np.zeros((10, 10), np.int64)
-        loss, correct = K.evaluate(images, y, theta, sizes, *shard_buffers(sizes, EVAL_ROWS, shards), confusion)
+        loss, correct = K.evaluate(images, y, theta, sizes, *shard_buffers(sizes, EVAL_ROWS, shards), confusion, RELU)
         results.append((loss, correct, confusion))
     for loss, correct, confusion in results[1:]:
         assert (loss, correct) == results[0][:2]
