@@ -19,13 +19,12 @@ def _version(dist: str) -> str | None:
 
 
 def kernel_cache_dir() -> Path:
-    """Where Numba keeps the compiled kernels (cache=True): NUMBA_CACHE_DIR if set, else
-    __pycache__ beside the kernel modules."""
-    import numba
+    """Where Numba keeps the compiled kernels (cache=True): a folder named by a hash of
+    their sources and flags (jitcache.py), under NUMBA_CACHE_DIR if set, else beside the
+    kernel modules or in the user's cache."""
+    from .kernels.math import learning_rate_at
 
-    if numba.config.CACHE_DIR:
-        return Path(numba.config.CACHE_DIR)
-    return Path(__file__).resolve().parent / "kernels" / "__pycache__"
+    return Path(learning_rate_at.stats.cache_path)
 
 
 def info() -> dict:

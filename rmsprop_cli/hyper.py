@@ -7,17 +7,17 @@ which are computed once per step in float64 and rounded once.  The per-element
 update reads it as float32 (a tuple on the CPU, a device array on CUDA).
 Factors such as 1 − ρ are fields of their own, computed here in float64 and
 rounded once: float32(1 − float32(ρ)) is 1.3e-5 off for ρ = 0.999, an error of
-the same sign in every step.  Nothing here depends on the Recipe class: any
-object with the recipe's fields will do.
+the same sign in every step.  Nothing here depends on the Recipe class (any
+object with the recipe's fields will do) or on the registry (the optimizer's
+entry is an argument).
 """
 
 from __future__ import annotations
 
 from .activations import ACTIVATIONS
-from .optim import LION, OPTIMIZERS
 
 FIELDS = (
-    "kind",              # the optimizer's position in optim.REGISTRY
+    "kind",              # the optimizer's position in optim.REGISTRY (optim's constants name them)
     "lr", "rho", "one_minus_rho", "eps", "eps_outside", "centered", "momentum", "nesterov",
     "weight_decay", "decoupled", "clip_norm", "clip_value",
     "beta1", "one_minus_beta1", "beta2", "one_minus_beta2",
@@ -45,26 +45,27 @@ CONSTANT, STEP, EXPONENTIAL, COSINE = (SCHEDULE_KIND[name] for name in SCHEDULES
 DECAYING = ("step", "exponential")  # the schedules that read decay_steps and decay_rate
 
 
-def vector(recipe, steps_per_epoch: int):
-    """The float64 hyperparameters of a recipe, in the order of FIELDS (a numpy array)."""
+def vector(recipe, spec, steps_per_epoch: int):
+    """The float64 hyperparameters of a recipe whose optimizer's registry entry
+    is spec (optim.Spec), in the order of FIELDS (a numpy array)."""
     import numpy as np
 
     r = recipe
-    spec = OPTIMIZERS[r.optimizer]
 
     def given(value, default=0.0):
         return default if value is None else value
 
     rho, beta1, beta2 = given(r.rho), given(r.beta1), given(r.beta2)
-    bias = {"adam": (beta1, beta2), "rmsprop": (rho, rho) if r.bias_correction else (0.0, 0.0)}
+    corrected = spec.bias is not None and (spec.bias_option is None or getattr(r, spec.bias_option))
+    bias = tuple(given(getattr(r, name)) for name in spec.bias) if corrected else (0.0, 0.0)
     values = {
         "kind": spec.kind, "lr": r.lr, "rho": rho, "one_minus_rho": 1.0 - rho, "eps": given(r.eps),
         "eps_outside": r.eps_placement == "outside", "centered": r.centered, "momentum": given(r.momentum),
         "nesterov": r.nesterov, "weight_decay": r.weight_decay,
-        "decoupled": r.decoupled_decay or spec.kind == LION,   # Lion's decay is decoupled by definition
+        "decoupled": r.decoupled_decay or spec.decoupled,
         "clip_norm": given(r.clip_norm), "clip_value": given(r.clip_value),
         "beta1": beta1, "one_minus_beta1": 1.0 - beta1, "beta2": beta2, "one_minus_beta2": 1.0 - beta2,
-        "bias1": bias.get(r.optimizer, (0.0, 0.0))[0], "bias2": bias.get(r.optimizer, (0.0, 0.0))[1],
+        "bias1": bias[0], "bias2": bias[1],
         "schedule": SCHEDULE_KIND[r.schedule], "warmup": r.warmup_steps,
         "decay_steps": r.decay_steps or steps_per_epoch, "decay_rate": given(r.decay_rate, 1.0),
         "total_steps": r.epochs * steps_per_epoch,
@@ -72,11 +73,3 @@ def vector(recipe, steps_per_epoch: int):
     }
     assert values.keys() == set(FIELDS), "every field of the vector is set, and nothing else"
     return np.array([float(values[name]) for name in FIELDS])
-
-
-def skips_zero_rows(recipe) -> bool:
-    """Whether a gradient that is zero leaves the weights as they are and only
-    decays v: plain RMSProp, where the kernels skip the weight rows of inputs
-    that are zero in the whole batch (kernels/cpu.py: update_rows)."""
-    r = recipe
-    return r.optimizer == "rmsprop" and not r.centered and not r.momentum and r.weight_decay == 0

@@ -7,13 +7,15 @@ applies to) and where its formula comes from.  Its per-element update is one
 scalar function of the same name in kernels/math.py, compiled for the CPU and
 for CUDA.  The CLI's choices and help are read from here.
 
-Pure Python: nothing here imports numba or the recipe, so config.py, hyper.py
-and the kernels can all read it.
+Pure Python: nothing here imports numba or the recipe, so config.py and the
+kernels can all read it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from . import hyper
 
 # Options every optimizer takes: the learning rate and its schedule, gradient
 # clipping and weight decay (added to the gradient, or decoupled).
@@ -40,7 +42,10 @@ class Spec:
     """One optimizer.  buffers: (name, option) pairs, the buffer kept always
     (option None) or when that option is set; v is a squared-gradient average
     or sum, m a mean gradient, b a momentum buffer.  options: the recipe
-    fields that apply.  defaults: the values of those options when not given."""
+    fields that apply.  defaults: the values of those options when not given.
+    bias: the recipe fields whose decays bias-correct m and v, always or when
+    the option bias_option is set.  decoupled: weight decay is always
+    decoupled (Lion)."""
 
     name: str
     summary: str
@@ -49,6 +54,9 @@ class Spec:
     options: tuple[str, ...]
     defaults: dict
     source: str
+    bias: tuple[str, str] | None = None
+    bias_option: str | None = None
+    decoupled: bool = False
 
     @property
     def kind(self) -> int:
@@ -63,7 +71,8 @@ REGISTRY = (
                    "bias_correction"),
          {"lr": 0.001, "rho": 0.9, "eps": 1e-7, "eps_placement": "inside", "momentum": 0.0,
           "initial_accumulator": 0.0},
-         "keras.optimizers.RMSprop; torch.optim.RMSprop; optax.rmsprop"),
+         "keras.optimizers.RMSprop; torch.optim.RMSprop; optax.rmsprop",
+         bias=("rho", "rho"), bias_option="bias_correction"),
     Spec("sgd", "plain stochastic gradient descent", "θ ← θ − η·g",
          (("b", "momentum"),), COMMON + ("momentum", "nesterov"), {"lr": 0.01, "momentum": 0.0},
          "keras.optimizers.SGD"),
@@ -79,12 +88,12 @@ REGISTRY = (
          "m ← β₁m + (1−β₁)g;  v ← β₂v + (1−β₂)g²;  θ ← θ − η·m̂/(√v̂ + ε)",
          (("v", None), ("m", None)), COMMON + ("eps", "beta1", "beta2"),
          {"lr": 0.001, "eps": 1e-7, "beta1": 0.9, "beta2": 0.999},
-         "keras.optimizers.Adam; with --weight-decay --decoupled-decay, AdamW"),
+         "keras.optimizers.Adam; with --weight-decay --decoupled-decay, AdamW", bias=("beta1", "beta2")),
     Spec("lion", "Lion (Chen et al. 2023): the sign of an interpolated momentum; weight decay always decoupled",
          "u = sign(β₁m + (1−β₁)g);  m ← β₂m + (1−β₂)g;  θ ← θ − η·(u + λθ)",
          (("m", None),), tuple(o for o in COMMON if o != "decoupled_decay") + ("beta1", "beta2"),
          {"lr": 1e-4, "beta1": 0.9, "beta2": 0.99},
-         "optax.lion"),
+         "optax.lion", decoupled=True),
 )
 NAMES = tuple(spec.name for spec in REGISTRY)
 OPTIMIZERS = {spec.name: spec for spec in REGISTRY}
@@ -143,12 +152,12 @@ class Optimizer:
         return {name: np.full(n_params, first_v if name == "v" else 0.0, dtype=np.float32)
                 for name in self.state_names}
 
-    def hyperparameters(self) -> np.ndarray:
-        from . import hyper
-
-        return hyper.vector(self.recipe, self.steps_per_epoch)
+    def hyperparameters(self):
+        """hyper.vector: the float64 numpy array the kernels read."""
+        return hyper.vector(self.recipe, self.spec, self.steps_per_epoch)
 
     def is_plain_rmsprop(self) -> bool:
-        from . import hyper
-
-        return hyper.skips_zero_rows(self.recipe)
+        """Whether a zero gradient leaves the weights as they are and only decays v
+        (plain RMSProp): the CPU loops then skip the weights of blank inputs."""
+        r = self.recipe
+        return self.spec.kind == RMSPROP and not r.centered and not r.momentum and r.weight_decay == 0

@@ -189,7 +189,7 @@ def update_rows(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1):
     step streams W and its state once instead of also writing and re-reading
     a gradient as large as W.  v/m/b (vw, mw, bw) are the layer's views of the
     optimizer's state (see optimizer_update); plain says the recipe is plain
-    RMSProp (hyper.skips_zero_rows), which has faster loops.
+    RMSProp (optim.Optimizer.is_plain_rmsprop), which has faster loops.
     """
     rows = np.empty(x.shape[0], np.int64)
     g = np.empty(w.shape[1], np.float32)
@@ -278,7 +278,7 @@ def optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2):
 
 @njit(**JIT)
 def rmsprop_update(theta, grad, v, p, lr, bc2):
-    """optimizer_update for plain RMSProp (hyper.skips_zero_rows), which keeps
+    """optimizer_update for plain RMSProp (optim.Optimizer.is_plain_rmsprop), which keeps
     only v: the same scalar update, with m and b left out of the loop."""
     for i in range(theta.size):
         theta[i], v[i], _, _ = step(RMSPROP, theta[i], grad[i], v[i], ZERO, ZERO, p, lr, ONE, bc2)

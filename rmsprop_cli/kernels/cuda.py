@@ -130,7 +130,7 @@ def dense_forward(x, rows, lo, m, scale, theta, off, act, out):
 
 
 @cuda.jit(**CUDA_JIT)
-def dense_backward_update(x, rows, lo, m, scale, theta, off, act, act_kind, dout, labels, ylo, state, p, lr, bc1,
+def dense_backward_update(x, rows, lo, m, scale, theta, off, act, act_kind, dout, labels, ylo, state, hyper, lr, bc1,
                           bc2, dx, grad, sumsq, parity, losses, corrects, bi):
     """Backward pass and optimizer step of one layer (W, b at theta[off:]), for
     the m rows of a batch whose inputs are x[rows[lo + r]] / scale.
@@ -269,9 +269,9 @@ def dense_backward_update(x, rows, lo, m, scale, theta, off, act, act_kind, dout
     for q in range(PER_THREAD):
         k = k0 + q * TILE + ty
         if k < n_in and j < n_out:
-            optimizer_step(theta, state, off + k * n_out + j, g[q], p, lr, bc1, bc2)
+            optimizer_step(theta, state, off + k * n_out + j, g[q], hyper, lr, bc1, bc2)
     if owns_bias:
-        optimizer_step(theta, state, b_index, g_bias, p, lr, bc1, bc2)
+        optimizer_step(theta, state, b_index, g_bias, hyper, lr, bc1, bc2)
 
 
 @cuda.jit(**CUDA_JIT)

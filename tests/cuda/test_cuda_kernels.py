@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 
 from naive import naive_dense_backward, naive_dense_forward, naive_softmax_xent, sparse_images, sparse_inputs
+from naive import ACTIVATIONS as NAIVE_ACTIVATIONS
 from rmsprop_cli import model
+from rmsprop_cli.activations import ACTIVATIONS, IDENTITY, RELU
 from rmsprop_cli.backends.cpu import CpuBackend
 from rmsprop_cli.backends.cuda import CudaBackend
 from rmsprop_cli.config import Recipe
@@ -26,7 +28,12 @@ def blocks(n, per):
 
 
 def hp_of(**options):
-    return Optimizer(Recipe(**options), 10).hyperparameters()
+    """The hyperparameters as each target reads them: a float32 array (CUDA), a float32 tuple (CPU)."""
+    hp = Optimizer(Recipe(**options), 10).hyperparameters().astype(F32)
+    return hp, tuple(hp)
+
+
+KINDS = {None: IDENTITY, **{name: a.kind for name, a in ACTIVATIONS.items()}}
 
 
 # (rows, inputs, outputs): one tile, several, and ragged edges on every axis
@@ -34,8 +41,8 @@ SHAPES = [(1, 1, 1), (5, 20, 7), (17, 70, 20), (33, 17, 33)]
 
 
 @pytest.mark.parametrize("n,n_in,n_out", SHAPES)
-@pytest.mark.parametrize("relu", [True, False])
-def test_dense_forward_matches_cpu_twin(n, n_in, n_out, relu):
+@pytest.mark.parametrize("act", list(KINDS))
+def test_dense_forward_matches_cpu_twin(n, n_in, n_out, act):
     rng = np.random.default_rng(n * n_in + n_out)
     images, x = sparse_images(rng, n + 3, n_in)
     order = rng.permutation(n + 3)
@@ -46,21 +53,21 @@ def test_dense_forward_matches_cpu_twin(n, n_in, n_out, relu):
     lo = 2  # the batch is order[2:2 + n]
     rows = order[lo:lo + n]
     cuda_kernels.dense_forward[(blocks(n_out, T), blocks(n, T)), BLOCK](
-        images, order, lo, n, F32(255), theta, 5, relu, out)
+        images, order, lo, n, F32(255), theta, 5, KINDS[act], out)
     cpu = np.zeros_like(out)
-    K.dense_forward(x[rows], w, b, cpu, relu)
+    K.dense_forward(x[rows], w, b, cpu, KINDS[act])
     np.testing.assert_allclose(out, cpu, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out, naive_dense_forward(x[rows], w, b, relu), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out, naive_dense_forward(x[rows], w, b, act), rtol=1e-4, atol=1e-4)
 
 
 def test_relu_keeps_nan_for_the_divergence_check():
     theta = np.array([np.nan, 1.0, 0.0, 0.0], F32)  # W (1, 2), b (2)
     out = np.zeros((1, 2), F32)
-    cuda_kernels.dense_forward[(1, 1), BLOCK](np.array([[1.0]], F32), np.arange(1), 0, 1, F32(1), theta, 0, True, out)
+    cuda_kernels.dense_forward[(1, 1), BLOCK](np.array([[1.0]], F32), np.arange(1), 0, 1, F32(1), theta, 0, RELU, out)
     assert np.isnan(out[0, 0]) and out[0, 1] == 1.0
 
 
-def _backward(x, w, b, act, dout, labels, hp, lr=F32(0.01)):
+def _backward(x, w, b, act, dout, labels, hp, lr=F32(0.01), act_kind=RELU):
     """Run dense_backward_update on one layer; dout holds the layer above's partial sums of
     dLoss/d(output), or no parts for the last layer.  Returns (W, b, state, dx, loss, correct),
     dx summed over its parts."""
@@ -72,8 +79,8 @@ def _backward(x, w, b, act, dout, labels, hp, lr=F32(0.01)):
     dx = np.full((blocks(n_out, T), n, n_in), np.nan, F32)  # every element is written
     losses, corrects = np.zeros(2, F32), np.zeros(2, np.int32)
     cuda_kernels.dense_backward_update[(blocks(n_out, T), blocks(n_in, cuda_kernels.DEPTH)), BLOCK](
-        x, np.arange(n), 0, n, F32(1), theta, 0, act, dout, labels, 0,
-        state, hp, lr, F32(1), F32(1), dx, np.zeros(0, F32), np.zeros(2), 0, losses, corrects, 1)
+        x, np.arange(n), 0, n, F32(1), theta, 0, act, act_kind, dout, labels, 0,
+        state, hp[0], lr, F32(1), F32(1), dx, np.zeros(0, F32), np.zeros(2), 0, losses, corrects, 1)
     return (theta[:w.size].reshape(w.shape), theta[w.size:], state, dx.sum(0), losses[1], corrects[1])
 
 
@@ -82,23 +89,27 @@ def _cpu_backward(x, w, b, delta, hp, lr=F32(0.01)):
     vw, vb = np.full_like(w, 0.5), np.full_like(b, 0.5)
     dx = np.zeros_like(x)
     K.dense_backward_update(x, w, b, delta, vw, vb, np.zeros_like(w), np.zeros_like(b), np.zeros_like(w),
-                            np.zeros_like(b), dx, True, hp, False, lr, F32(1), F32(1))
+                            np.zeros_like(b), dx, True, RELU, hp[1], False, lr, F32(1), F32(1))
     return w, b, vw, vb, dx
 
 
 @pytest.mark.parametrize("n,n_in,n_out", SHAPES)
 @pytest.mark.parametrize("placement", ["inside", "outside"])
-def test_hidden_layer_backward_update_matches_cpu_twin(n, n_in, n_out, placement):
-    """Gradient, RMSProp step and dx (masked by ReLU where the next layer reads it)."""
+@pytest.mark.parametrize("activation", list(ACTIVATIONS))
+def test_hidden_layer_backward_update_matches_cpu_twin(n, n_in, n_out, placement, activation):
+    """Gradient, RMSProp step and dx (masked by ReLU where the next layer reads it), for a layer
+    whose own output went through `activation`."""
     rng = np.random.default_rng(n + n_in * n_out)
     x = sparse_inputs(rng, n, n_in)
     w = rng.normal(size=(n_in, n_out)).astype(F32)
     b = rng.normal(size=n_out).astype(F32)
-    act = np.maximum(rng.normal(size=(n, n_out)), 0).astype(F32)   # the layer's ReLU output
-    parts = rng.normal(size=(2, n, n_out)).astype(F32)              # the layer above's partial sums
+    forward, derivative = NAIVE_ACTIVATIONS[activation]
+    act = forward(rng.normal(size=(n, n_out))).astype(F32)   # the layer's output
+    parts = rng.normal(size=(2, n, n_out)).astype(F32)       # the layer above's partial sums
     hp = hp_of(eps_placement=placement)
-    w_gpu, b_gpu, state, dx, _, _ = _backward(x, w, b, act, parts, np.zeros(n, np.int32), hp)
-    delta = (parts[0] + parts[1]) * (act > 0)
+    w_gpu, b_gpu, state, dx, _, _ = _backward(x, w, b, act, parts, np.zeros(n, np.int32), hp,
+                                              act_kind=KINDS[activation])
+    delta = ((parts[0] + parts[1]) * derivative(act.astype(np.float64))).astype(F32)
     w_cpu, b_cpu, vw, vb, dx_cpu = _cpu_backward(x, w, b, delta, hp)
     np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(b_gpu, b_cpu, rtol=1e-5, atol=1e-6)
