@@ -162,13 +162,10 @@ def test_one_minus_rho_in_float64(name, options, seed):
     assert errs["theta"] > THETA_RHO and errs["v"] > TOL["v"], errs
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "kernels/math.py rmsprop/adam: v = float32(ρ)·v + float32(1 − ρ)·g²; for ρ = 0.999 those two factors sum "
-    "to 1 + 1.3e-8, so the weights of the average sum to (1 − ρ)/(1 − float32(ρ)) = 1 + 1.29e-5 once "
-    "t ≫ 1/(1 − ρ): at t = 4000 v is 9e-6 (normwise; median +1.2e-5) off the float64 formula, as large as "
-    "the defect the float64 factor removed, of the other sign.  v += (1 − ρ)·(g² − v) stays within 1.3e-6."))
 @pytest.mark.parametrize("name,options", [RHO_999[0], RHO_999[3]])
 def test_v_stays_exact_long_after_one_over_one_minus_rho(name, options):
+    """float32(ρ) + float32(1 − ρ) is 1 + 1.3e-8 for ρ = 0.999: with those two factors the average's weights
+    sum to 1 + 1.29e-5 once t ≫ 1/(1 − ρ) (v 9e-6 off at t = 4000). math.average uses the one factor 1 − ρ."""
     recipe = Recipe(optimizer=name, **options)
     theta0, grads = gradients(300, 0, steps=4000)
     errs = errors(recipe, run_kernel(recipe, theta0, grads), run_reference(recipe, theta0, grads))

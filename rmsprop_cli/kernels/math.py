@@ -138,6 +138,21 @@ def finish(theta, u, b, p):
 
 
 @shared
+def average(a, x, d, w):
+    """The running average a ← d·a + (1−d)·x, w = 1−d rounded once (hyper.py).
+
+    For d ≥ 1/2 as a + w·(x − a), with the one factor w: float32(d) +
+    float32(1 − d) is not 1 (1 + 1.3e-8 for d = 0.999), and once t ≫ 1/(1 − d)
+    the two-factor form's weights sum to 1 + 1.3e-5, a bias as large as the
+    one computing 1 − d in float32 caused.  For d < 1/2 the memory is a step
+    or two, so that bias cannot build up, while a + w·(x − a) would lose x
+    where it is far below a (d = 0 must give x exactly)."""
+    if d >= np.float32(0.5):
+        return a + w * (x - a)
+    return d * a + w * x
+
+
+@shared
 def scaled(u, s, p):
     """u/√(s + ε), or u/(√s + ε) with eps outside."""
     if p[EPS_OUTSIDE] != ZERO:
@@ -150,10 +165,10 @@ def rmsprop(theta, g, v, m, b, p, lr, bc1, bc2):
     """v ← ρv + (1−ρ)g²; centered: m ← ρm + (1−ρ)g and v − m² in its place;
     bias-corrected v/(1 − ρ^t) (bc2); θ ← θ − η·g/√(v + ε)."""
     theta, g = prepare(theta, g, p, lr)
-    v = flush(p[RHO] * v + p[ONE_MINUS_RHO] * g * g)
+    v = flush(average(v, g * g, p[RHO], p[ONE_MINUS_RHO]))
     s = v * bc2
     if p[CENTERED] != ZERO:
-        m = flush(p[RHO] * m + p[ONE_MINUS_RHO] * g)
+        m = flush(average(m, g, p[RHO], p[ONE_MINUS_RHO]))
         s = s - m * m
         s = ZERO if s < ZERO else s
     theta, b = finish(theta, scaled(lr * g, s, p), b, p)
@@ -181,8 +196,8 @@ def adagrad(theta, g, v, m, b, p, lr, bc1, bc2):
 def adam(theta, g, v, m, b, p, lr, bc1, bc2):
     """m ← β₁m + (1−β₁)g; v ← β₂v + (1−β₂)g²; θ ← θ − η·m̂/(√v̂ + ε), m̂ = m·bc1, v̂ = v·bc2."""
     theta, g = prepare(theta, g, p, lr)
-    m = flush(p[BETA1] * m + p[ONE_MINUS_BETA1] * g)
-    v = flush(p[BETA2] * v + p[ONE_MINUS_BETA2] * g * g)
+    m = flush(average(m, g, p[BETA1], p[ONE_MINUS_BETA1]))
+    v = flush(average(v, g * g, p[BETA2], p[ONE_MINUS_BETA2]))
     theta, b = finish(theta, lr * (m * bc1) / (math.sqrt(v * bc2) + p[EPS]), b, p)
     return theta, v, m, b
 
@@ -191,9 +206,9 @@ def adam(theta, g, v, m, b, p, lr, bc1, bc2):
 def lion(theta, g, v, m, b, p, lr, bc1, bc2):
     """u = sign(β₁m + (1−β₁)g); m ← β₂m + (1−β₂)g; θ ← θ − η·u (decay decoupled, in prepare)."""
     theta, g = prepare(theta, g, p, lr)
-    c = p[BETA1] * m + p[ONE_MINUS_BETA1] * g
+    c = average(m, g, p[BETA1], p[ONE_MINUS_BETA1])
     u = ONE if c > ZERO else (-ONE if c < ZERO else c)   # sign, keeping 0 and NaN
-    m = flush(p[BETA2] * m + p[ONE_MINUS_BETA2] * g)
+    m = flush(average(m, g, p[BETA2], p[ONE_MINUS_BETA2]))
     theta, b = finish(theta, lr * u, b, p)
     return theta, v, m, b
 
