@@ -25,8 +25,8 @@ from numba import njit
 from ..activations import IDENTITY, RELU
 from ..config import JIT
 from ..hyper import KIND
-from ..optim import RMSPROP
-from .math import ONE, ZERO, activate, activation_grad, softmax_term, step
+from ..optim import ADAGRAD, ADAM, LION, RMSPROP
+from .math import ONE, ZERO, activate, activation_grad, adagrad, adam, lion, rmsprop, sgd, softmax_term
 
 # Images stay uint8 (a quarter of the memory traffic of float32 when a batch
 # is gathered); this table turns a pixel byte into the float32 that numpy's
@@ -268,12 +268,27 @@ def softmax_xent(z, labels, delta, scale):
 @njit(**JIT)
 def optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2):
     """One step of the optimizer p describes over matching parameter, gradient
-    and state arrays (v, m, b: see math.py; the rows an optimizer does not keep
-    pass through).  lr is this step's learning rate, bc1 and bc2 its bias
-    corrections (math.learning_rate_at, bias_corrections)."""
+    and state arrays (v, m, b: see math.py).  lr is this step's learning rate,
+    bc1 and bc2 its bias corrections (math.learning_rate_at, bias_corrections).
+
+    math.step's choice, made here inside the loop: LLVM inlines each small
+    update and moves the loop-invariant choice (and the options' branches) out
+    of the loop, one vectorised loop per case; math.step as one call per
+    element was too large to inline, and 10x slower.  Each case stores only
+    the buffers its optimizer keeps (optim.py): a store of an unchanged value
+    still costs its memory traffic."""
     kind = int(p[KIND])
     for i in range(theta.size):
-        theta[i], v[i], m[i], b[i] = step(kind, theta[i], grad[i], v[i], m[i], b[i], p, lr, bc1, bc2)
+        if kind == RMSPROP:
+            theta[i], v[i], m[i], b[i] = rmsprop(theta[i], grad[i], v[i], m[i], b[i], p, lr, bc1, bc2)
+        elif kind == ADAM:
+            theta[i], v[i], m[i], _ = adam(theta[i], grad[i], v[i], m[i], ZERO, p, lr, bc1, bc2)
+        elif kind == ADAGRAD:
+            theta[i], v[i], _, _ = adagrad(theta[i], grad[i], v[i], ZERO, ZERO, p, lr, bc1, bc2)
+        elif kind == LION:
+            theta[i], _, m[i], _ = lion(theta[i], grad[i], ZERO, m[i], ZERO, p, lr, bc1, bc2)
+        else:  # SGD, with or without momentum
+            theta[i], _, _, b[i] = sgd(theta[i], grad[i], ZERO, ZERO, b[i], p, lr, bc1, bc2)
 
 
 @njit(**JIT)
@@ -281,7 +296,7 @@ def rmsprop_update(theta, grad, v, p, lr, bc2):
     """optimizer_update for plain RMSProp (optim.Optimizer.is_plain_rmsprop), which keeps
     only v: the same scalar update, with m and b left out of the loop."""
     for i in range(theta.size):
-        theta[i], v[i], _, _ = step(RMSPROP, theta[i], grad[i], v[i], ZERO, ZERO, p, lr, ONE, bc2)
+        theta[i], v[i], _, _ = rmsprop(theta[i], grad[i], v[i], ZERO, ZERO, p, lr, ONE, bc2)
 
 
 @njit(**JIT)
@@ -289,7 +304,7 @@ def rmsprop_decay(v, p):
     """rmsprop_update where every gradient is 0: the same update, of which only
     v ← ρ·v (flushed) is left, since θ does not move."""
     for i in range(v.size):
-        _, v[i], _, _ = step(RMSPROP, ZERO, ZERO, v[i], ZERO, ZERO, p, ONE, ONE, ONE)
+        _, v[i], _, _ = rmsprop(ZERO, ZERO, v[i], ZERO, ZERO, p, ONE, ONE, ONE)
 
 
 @njit(**JIT)
