@@ -21,10 +21,11 @@ with Numba's for the cores.
 
 import numpy as np
 from numba import njit
+from numba.cpython.unsafe.tuple import tuple_setitem
 
 from ..activations import IDENTITY, RELU
 from ..config import JIT
-from ..hyper import KIND
+from ..hyper import CENTERED, CLIP_VALUE, KIND, MOMENTUM, WEIGHT_DECAY
 from ..optim import ADAGRAD, ADAM, LION, RMSPROP
 from .math import ONE, ZERO, activate, activation_grad, adagrad, adam, lion, rmsprop, sgd, softmax_term
 
@@ -95,9 +96,12 @@ def dense_forward(x, w, b, out, act):
             for j in range(n_out):
                 o[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
             t += 4
-        if act != IDENTITY:
+        if act == RELU:   # the default, with its kind a constant: the choice is compiled away
             for j in range(n_out):
-                o[j] = activate(act, o[j])  # a select for ReLU, not a branch: the sign is a coin flip
+                o[j] = activate(RELU, o[j])  # a select, not a branch: the sign is a coin flip
+        elif act != IDENTITY:
+            for j in range(n_out):
+                o[j] = activate(act, o[j])
 
 
 @njit(**JIT)
@@ -159,7 +163,8 @@ def input_grad(x, w, delta, dx, act):
             s = ZERO
             for j in range(n_out):
                 s += delta[i, j] * w[k, j]
-            dx[i, k] = s * activation_grad(act, x[i, k])
+            # ReLU's derivative is 1 on every active unit: its specialisation skips the product.
+            dx[i, k] = s if act == RELU else s * activation_grad(act, x[i, k])
 
 
 @njit(**JIT)
@@ -292,19 +297,30 @@ def optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2):
 
 
 @njit(**JIT)
+def plain(p):
+    """p with the options plain RMSProp lacks (optim.Optimizer.is_plain_rmsprop) as
+    constant zeros, so that the compiler drops their code from the update."""
+    for index in (CENTERED, MOMENTUM, WEIGHT_DECAY):
+        p = tuple_setitem(p, index, ZERO)
+    return p
+
+
+@njit(**JIT)
 def rmsprop_update(theta, grad, v, p, lr, bc2):
-    """optimizer_update for plain RMSProp (optim.Optimizer.is_plain_rmsprop), which keeps
-    only v: the same scalar update, with m and b left out of the loop."""
+    """optimizer_update for plain RMSProp, which keeps only v: the same scalar
+    update, with m and b and the options it lacks left out of the loop."""
+    q = plain(p)
     for i in range(theta.size):
-        theta[i], v[i], _, _ = rmsprop(theta[i], grad[i], v[i], ZERO, ZERO, p, lr, ONE, bc2)
+        theta[i], v[i], _, _ = rmsprop(theta[i], grad[i], v[i], ZERO, ZERO, q, lr, ONE, bc2)
 
 
 @njit(**JIT)
 def rmsprop_decay(v, p):
     """rmsprop_update where every gradient is 0: the same update, of which only
     v ← ρ·v (flushed) is left, since θ does not move."""
+    q = tuple_setitem(plain(p), CLIP_VALUE, ZERO)
     for i in range(v.size):
-        _, v[i], _, _ = rmsprop(ZERO, ZERO, v[i], ZERO, ZERO, p, ONE, ONE, ONE)
+        _, v[i], _, _ = rmsprop(ZERO, ZERO, v[i], ZERO, ZERO, q, ONE, ONE, ONE)
 
 
 @njit(**JIT)
