@@ -23,7 +23,7 @@ from .files import atomic_write
 
 FORMAT = "rmsprop-cli"
 # 2: the recipe records the activation, and only the options of its optimizer (schema.py reads 1 too).
-FORMAT_VERSION = 2
+FORMAT_VERSION = schema.FORMAT_VERSION
 VERSION_TEXT = re.compile(r"[1-9][0-9]{0,17}", re.ASCII)
 
 

@@ -313,6 +313,8 @@ def build_recipe(options: dict, resumed: Recipe | None = None) -> Recipe:
         return Recipe(**given)
     for name, value in given.items():
         if name != "epochs" and getattr(resumed, name) != value:
+            if getattr(resumed, name) is None:
+                replace(resumed, **{name: value})   # an option the run's optimizer does not take: says so
             raise ConfigError(
                 f"--{name.replace('_', '-')} {value} differs from the checkpoint's ({getattr(resumed, name)}): "
                 "a resumed run keeps its recipe; start a new run to change it")

@@ -25,6 +25,7 @@ from dataclasses import fields
 
 from . import optim
 from .config import MNIST_TRAIN_IMAGES, OPTIMIZER_FIELDS, Recipe, shown
+FORMAT_VERSION = 2   # the checkpoint format train writes (checkpoint.py reads it from here)
 from .errors import CheckpointError, ConfigError
 from .hyper import DECAYING
 
@@ -55,6 +56,10 @@ class Newer(Bad):
     """A recipe field this version does not know: a newer rmsprop-cli wrote it."""
 
 
+class Retired(Bad):
+    """A recipe an older version trained that this one refuses to continue or use."""
+
+
 def read(path, metadata: dict, version: int) -> tuple[Recipe, list[dict], dict]:
     """(recipe, history, info) of a checkpoint's metadata in format `version`, or CheckpointError."""
     try:
@@ -65,6 +70,8 @@ def read(path, metadata: dict, version: int) -> tuple[Recipe, list[dict], dict]:
         raise CheckpointError(f"{path} was written by a newer rmsprop-cli: its recipe has field {e.what}, which this "
                               "version does not know (running it without would not be the same run); upgrade "
                               "with: pip install -U rmsprop-cli") from None
+    except Retired as e:
+        raise CheckpointError(f"{path} was trained by an older rmsprop-cli with {e.what}") from None
     except Bad as e:
         what = "a damaged training position" if e.section == "position" else "damaged metadata"
         raise CheckpointError(f"{path} has {what} ({e.where}: {e.what}); it was edited or is corrupt, "
@@ -137,12 +144,16 @@ def _format_1(d: dict) -> dict:
     """A recipe of checkpoint format 1 as format 2 holds it.  Format 1 had no
     activation (always ReLU), stored every optimizer option whether it applied
     or not, and the momentum optimizer's momentum as 0 for 0.9.  Options that
-    did not apply had no effect (except momentum with adam, whose buffer was
-    never saved): they are dropped."""
+    do not apply now had no effect then (except momentum with adam, whose
+    buffer was never saved, so such a run could not be resumed anyway): they
+    are dropped."""
     d = {**d, "activation": "relu"}
     spec = optim.OPTIMIZERS.get(d.get("optimizer"))
     if spec is None:
         return d   # refused by validation, with the usual message
+    if d.get("centered") is True and d.get("bias_correction") is True:
+        raise Retired("recipe", "--centered with --bias-correction, which this version refuses (its first update "
+                      "is lr·g/√ε); train a new run with one of them")
     if spec.name == "momentum" and d.get("momentum") == 0:
         d["momentum"] = None
     for name in OPTIMIZER_FIELDS:
@@ -159,11 +170,15 @@ def _recipe(d, version: int) -> Recipe:
     d = _dict("recipe", d)
     types = {f.name: f.type for f in fields(Recipe)}
     unknown = [k for k in d if k not in types]
-    if unknown:
+    if unknown and version == FORMAT_VERSION:
         raise Newer("recipe", shown(unknown[0]))
     if version == 1:
         d = _format_1(d)
     _keys("recipe", d, types, types)   # every field: one left out would silently become its default
+    spec = optim.OPTIMIZERS.get(d.get("optimizer"))
+    for name in spec.defaults if spec is not None and version > 1 else ():
+        if d[name] is None:   # train writes the value it used; null would silently become the default
+            raise Bad(f"recipe.{name}", f"is null, but {spec.name} uses it")
     for name, value in d.items():
         allowed = RECIPE_TYPES.get(types[name])
         if allowed is None or not _is(value, *allowed):

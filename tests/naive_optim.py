@@ -76,12 +76,17 @@ def sgd(theta, g, s, lr, t, momentum=0.0, nesterov=False):
     return theta + (momentum * velocity - lr * g if nesterov else velocity)
 
 
-def adagrad(theta, g, s, lr, t, eps=1e-7, eps_outside=False):
+def adagrad(theta, g, s, lr, t, eps=1e-7, eps_outside=False, momentum=0.0, nesterov=False):
     """Keras Adagrad: accumulator += g²; θ −= lr·g/√(accumulator + ε) (also optax.scale_by_rss);
     PyTorch Adagrad: lr·g/(√state_sum + ε).  The accumulator starts at initial_accumulator_value
-    (Keras and optax 0.1, PyTorch 0): the caller fills s["v"]."""
+    (Keras and optax 0.1, PyTorch 0): the caller fills s["v"].  With momentum (no framework has
+    it; this tool's earlier versions did): the increment goes through a trace, as in rmsprop."""
     s["v"] = s["v"] + g * g
-    return theta - (lr * g / (np.sqrt(s["v"]) + eps) if eps_outside else lr * g / np.sqrt(s["v"] + eps))
+    increment = lr * g / (np.sqrt(s["v"]) + eps) if eps_outside else lr * g / np.sqrt(s["v"] + eps)
+    if momentum > 0:
+        s["b"] = momentum * s["b"] + increment
+        return theta - (increment + momentum * s["b"]) if nesterov else theta - s["b"]
+    return theta - increment
 
 
 def adam(theta, g, s, lr, t, beta1=0.9, beta2=0.999, eps=1e-7, one_minus_beta2=None):
@@ -137,7 +142,7 @@ def update(o, theta, g, s, lr, t):
     if name in ("sgd", "momentum"):
         return sgd(theta, g, s, lr, t, o.get("momentum") or 0.0, o.get("nesterov", False))
     if name == "adagrad":
-        return adagrad(theta, g, s, lr, t, o["eps"], outside)
+        return adagrad(theta, g, s, lr, t, o["eps"], outside, o.get("momentum") or 0.0, o.get("nesterov", False))
     if name == "adam":
         return adam(theta, g, s, lr, t, o["beta1"], o["beta2"], o["eps"])
     raise ValueError(name)

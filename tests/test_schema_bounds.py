@@ -388,3 +388,58 @@ def test_the_deepest_network_allowed_gets_a_run_folder(data_dir, tmp_path, monke
     assert result.exit_code == 0, result.output
     assert "100layers" in json.loads(result.stdout)["checkpoint"]
     assert "128x3" in Recipe(hidden=(128, 128, 128)).describe()
+
+
+# --- checkpoint format 1 (before the optimizer registry) ---------------------------------------------------------
+
+# Every optimizer option format 1 stored, whatever the optimizer, with its old defaults.
+FORMAT_1_OPTIONS = {"lr": 0.001, "rho": 0.9, "eps": 1e-7, "eps_placement": "inside", "centered": False, "momentum": 0.0,
+                    "nesterov": False, "weight_decay": 0.0, "decoupled_decay": False, "initial_accumulator": None,
+                    "bias_correction": False, "clip_norm": None, "clip_value": None, "schedule": "constant",
+                    "warmup_steps": 0, "decay_steps": None, "decay_rate": 0.5, "beta1": 0.9, "beta2": 0.999}
+
+
+def _format_1(tmp_path, buffers=(), **recipe):
+    """The small checkpoint as format 1 wrote it: no activation, every option stored, these changes."""
+    def edit(meta):
+        r = json.loads(meta["recipe"])
+        del r["activation"]
+        r.update(FORMAT_1_OPTIONS, **recipe)
+        info = json.loads(meta["info"])
+        info["optimizer"] = r["optimizer"]
+        meta["recipe"], meta["info"], meta["format_version"] = json.dumps(r), json.dumps(info), "1"
+
+    def state(ts):
+        for name in [n for n in ts if n.startswith("optimizer.")]:
+            del ts[name]
+        params = {n: t for n, t in ts.items() if n.startswith("dense_")}
+        for b in buffers:
+            ts.update({f"optimizer.{b}.{n}": np.zeros_like(t) for n, t in params.items()})
+    return _rewritten(tmp_path, tensors=state, metadata=edit, name="format1.safetensors")
+
+
+@pytest.mark.parametrize("recipe,buffers,expect", [
+    ({}, ("v",), {"optimizer": "rmsprop", "beta1": None, "decay_rate": None, "activation": "relu"}),
+    ({"optimizer": "momentum"}, ("b",), {"momentum": 0.9, "rho": None, "eps": None}),   # 0 meant 0.9 then
+    ({"optimizer": "adagrad", "momentum": 0.5}, ("v", "b"), {"momentum": 0.5, "rho": None}),
+    ({"optimizer": "adam"}, ("v", "m"), {"beta2": 0.999, "rho": None, "eps_placement": None}),
+    ({"optimizer": "sgd", "momentum": 0.5, "nesterov": True}, ("b",), {"nesterov": True, "eps": None}),
+], ids=str)
+def test_format_1_checkpoints_load_as_format_2(recipe, buffers, expect, tmp_path):
+    from rmsprop_cli import checkpoint
+
+    ckpt = checkpoint.load(_format_1(tmp_path, buffers, **recipe))
+    assert sorted(ckpt.opt_state) == sorted(buffers)
+    for name, value in expect.items():
+        assert getattr(ckpt.recipe, name) == value, name
+
+
+def test_format_1_centered_with_bias_correction_says_why_it_cannot_be_used(data_dir, tmp_path):
+    path = _format_1(tmp_path, ("v", "m"), centered=True, bias_correction=True)
+    assert_user_error(invoke("evaluate", path, "--data-dir", data_dir), 4, "older rmsprop-cli",
+                      "--centered with --bias-correction")
+
+
+def test_format_2_refuses_null_for_an_option_its_optimizer_uses(data_dir, tmp_path):
+    path = _edited(tmp_path, _set("recipe", "rho", None))
+    assert_user_error(invoke("evaluate", path, "--data-dir", data_dir), 4, "recipe.rho", "null")

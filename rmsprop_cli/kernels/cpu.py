@@ -289,7 +289,7 @@ def optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2):
         elif kind == ADAM:
             theta[i], v[i], m[i], _ = adam(theta[i], grad[i], v[i], m[i], ZERO, p, lr, bc1, bc2)
         elif kind == ADAGRAD:
-            theta[i], v[i], _, _ = adagrad(theta[i], grad[i], v[i], ZERO, ZERO, p, lr, bc1, bc2)
+            theta[i], v[i], _, b[i] = adagrad(theta[i], grad[i], v[i], ZERO, b[i], p, lr, bc1, bc2)
         elif kind == LION:
             theta[i], _, m[i], _ = lion(theta[i], grad[i], ZERO, m[i], ZERO, p, lr, bc1, bc2)
         else:  # SGD, with or without momentum

@@ -76,7 +76,7 @@ def flush(x):
 @shared
 def softmax_term(d):
     """exp(d) for d = logit - row maximum; 0 below LOGIT_FLOOR."""
-    return math.exp(d) if d > LOGIT_FLOOR else ZERO
+    return ZERO if d <= LOGIT_FLOOR else math.exp(d)   # a NaN logit stays NaN, for the divergence check
 
 
 # --- activations: forward and derivative side by side ------------------------------
