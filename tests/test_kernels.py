@@ -8,6 +8,7 @@ from rmsprop_cli import model
 from rmsprop_cli.activations import ACTIVATIONS, IDENTITY
 from rmsprop_cli.config import Recipe
 from rmsprop_cli.kernels import cpu as C
+from rmsprop_cli.kernels import updates as U
 from rmsprop_cli.kernels import steps as K
 from rmsprop_cli.kernels.math import ONE
 from rmsprop_cli.optim import Optimizer
@@ -113,7 +114,7 @@ def test_rmsprop_update_matches_formula(n, seed, lr, rho, eps, outside, gscale):
     ref_theta, ref_v = naive_rmsprop(theta.astype(np.float64), g.astype(np.float64), v.astype(np.float64),
                                      np.float32(lr), rho, np.float32(eps), outside)
     p = _p(lr=lr, rho=rho, eps=eps, eps_placement="outside" if outside else "inside")
-    C.rmsprop_update(theta, g, v, p, np.float32(lr), ONE)
+    U.rmsprop_update(theta, g, v, p, np.float32(lr), ONE)
     # The jit flags allow reassociation, and LLVM may evaluate rho*v + (1-rho)*g^2
     # as rho*(v - g^2) + g^2, which cancels when v is far below g^2: the error is
     # then up to float32 eps * g^2 / v_new <= eps / (1 - rho) (seen: 1.03e-5 at
@@ -129,7 +130,7 @@ def test_rmsprop_flushes_denormal_accumulators():
     g = np.zeros(4, np.float32)
     v = np.full(4, 1e-3, np.float32)
     for _ in range(1000):
-        C.rmsprop_update(theta, g, v, _p(), np.float32(1e-3), ONE)
+        U.rmsprop_update(theta, g, v, _p(), np.float32(1e-3), ONE)
     assert np.all(v == 0)
     assert np.all(theta == 1)
 
@@ -147,14 +148,14 @@ def test_plain_loops_are_the_general_update(options):
     state = rng.random((3, 257)).astype(np.float32)
     p = _p(**options)
     t1, s1 = theta.copy(), state.copy()
-    C.optimizer_update(t1, g, *s1, p, np.float32(0.01), np.float32(1.1), np.float32(1.2))
+    U.optimizer_update(t1, g, *s1, p, np.float32(0.01), np.float32(1.1), np.float32(1.2))
     for i in range(257):
         t, v, m, b = M.step(int(p[0]), theta[i], g[i], *state[:, i], p, np.float32(0.01), np.float32(1.1),
                             np.float32(1.2))
         np.testing.assert_allclose([t, v, m, b], [t1[i], *s1[:, i]], rtol=2e-6)
     if not options:
         t2, v2 = theta.copy(), state[0].copy()
-        C.rmsprop_update(t2, g, v2, p, np.float32(0.01), np.float32(1.2))
+        U.rmsprop_update(t2, g, v2, p, np.float32(0.01), np.float32(1.2))
         # The same formula, compiled apart (the options it lacks folded away): LLVM may contract
         # a product into an fma in one and not the other, a last-bit difference at most.
         np.testing.assert_allclose(t2, t1, rtol=1e-6)
@@ -343,7 +344,7 @@ def test_decay_is_the_full_step_with_zero_gradient_bit_for_bit(outside):
     v = (rng.random(1000) * 10.0 ** rng.integers(-38, 0, 1000)).astype(np.float32)
     t_full, v_full = theta.copy(), v.copy()
     p = _p(eps_placement="outside" if outside else "inside")
-    C.rmsprop_update(t_full, np.zeros_like(theta), v_full, p, np.float32(0.01), ONE)
-    C.rmsprop_decay(v, p)
+    U.rmsprop_update(t_full, np.zeros_like(theta), v_full, p, np.float32(0.01), ONE)
+    U.rmsprop_decay(v, p)
     np.testing.assert_array_equal(v, v_full)
     np.testing.assert_array_equal(theta, t_full)

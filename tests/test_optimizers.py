@@ -1,5 +1,5 @@
 """Every optimizer of the registry, with every option that applies to it: the
-compiled float32 step (kernels/cpu.py optimizer_update, after clip_global_norm
+compiled float32 step (kernels/updates.py optimizer_update, after clip_global_norm
 as the training driver runs them) against float64 numpy references of the
 published formulas (naive_optim.py), over 200 updates of random gradients whose
 scale is drawn log-uniformly from 1e-4 to 1 at each update."""
@@ -12,7 +12,7 @@ import naive_optim as N
 from rmsprop_cli import hyper, optim
 from rmsprop_cli.config import OPTIMIZER_FIELDS, Recipe, option
 from rmsprop_cli.errors import ConfigError
-from rmsprop_cli.kernels import cpu as K
+from rmsprop_cli.kernels import updates as K
 from rmsprop_cli.kernels import math as KM
 
 STEPS = 200

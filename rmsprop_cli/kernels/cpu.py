@@ -1,16 +1,14 @@
-"""Numba CPU loops: dense layers, softmax cross-entropy and the optimizer
-step over arrays, each a loop around the scalar maths of kernels/math.py that
-the CUDA kernels (kernels/cuda.py, same names) share.  kernels/steps.py
-composes them into a training step.
+"""Numba CPU loops of the layers: dense forward and backward passes (fused
+with the optimizer step of kernels/updates.py) and softmax cross-entropy,
+around the scalar maths of kernels/math.py that the CUDA kernels
+(kernels/cuda.py, same names) share.  kernels/steps.py composes them into a
+training step.
 
 Layout: activations are (batch, features), row-major; a weight matrix is
 (n_in, n_out), as Keras stores it, so row k of W (input k's fan-out) is
 contiguous and the inner loops run along it, where LLVM vectorises them.
 Every kernel is float32 end to end: scalars arrive as np.float32 and literals
 are np.float32, because one float64 literal promotes a whole loop to float64.
-The optimizer's hyperparameters arrive as p, a float32 tuple (hyper.py), so
-that a loop's options are plain values LLVM can hoist its branches on.
-
 Why hand-written loops and not BLAS (np.dot): MNIST's inputs are 81% zeros and
 these kernels skip them; on the first layer, which holds 90% of the
 arithmetic, an epoch's forward pass and weight gradient took 0.27-0.32 s here
@@ -21,13 +19,11 @@ with Numba's for the cores.
 
 import numpy as np
 from numba import njit
-from numba.cpython.unsafe.tuple import tuple_setitem
 
 from ..activations import IDENTITY, RELU
 from ..config import JIT
-from ..hyper import CENTERED, CLIP_VALUE, KIND, MOMENTUM, WEIGHT_DECAY
-from ..optim import ADAGRAD, ADAM, LION, RMSPROP
-from .math import ONE, ZERO, activate, activation_grad, adagrad, adam, lion, rmsprop, sgd, softmax_term
+from .math import ZERO, activate, activation_grad, softmax_term
+from .updates import optimizer_update, rmsprop_decay, rmsprop_update
 
 # Images stay uint8 (a quarter of the memory traffic of float32 when a batch
 # is gathered); this table turns a pixel byte into the float32 that numpy's
@@ -266,71 +262,3 @@ def softmax_xent(z, labels, delta, scale):
             delta[i, j] *= norm
         delta[i, y] -= scale
     return loss, correct
-
-
-
-
-@njit(**JIT)
-def optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2):
-    """One step of the optimizer p describes over matching parameter, gradient
-    and state arrays (v, m, b: see math.py).  lr is this step's learning rate,
-    bc1 and bc2 its bias corrections (math.learning_rate_at, bias_corrections).
-
-    math.step's choice, made here inside the loop: LLVM inlines each small
-    update and moves the loop-invariant choice (and the options' branches) out
-    of the loop, one vectorised loop per case; math.step as one call per
-    element was too large to inline, and 10x slower.  Each case stores only
-    the buffers its optimizer keeps (optim.py): a store of an unchanged value
-    still costs its memory traffic."""
-    kind = int(p[KIND])
-    for i in range(theta.size):
-        if kind == RMSPROP:
-            theta[i], v[i], m[i], b[i] = rmsprop(theta[i], grad[i], v[i], m[i], b[i], p, lr, bc1, bc2)
-        elif kind == ADAM:
-            theta[i], v[i], m[i], _ = adam(theta[i], grad[i], v[i], m[i], ZERO, p, lr, bc1, bc2)
-        elif kind == ADAGRAD:
-            theta[i], v[i], _, b[i] = adagrad(theta[i], grad[i], v[i], ZERO, b[i], p, lr, bc1, bc2)
-        elif kind == LION:
-            theta[i], _, m[i], _ = lion(theta[i], grad[i], ZERO, m[i], ZERO, p, lr, bc1, bc2)
-        else:  # SGD, with or without momentum
-            theta[i], _, _, b[i] = sgd(theta[i], grad[i], ZERO, ZERO, b[i], p, lr, bc1, bc2)
-
-
-@njit(**JIT)
-def plain(p):
-    """p with the options plain RMSProp lacks (optim.Optimizer.is_plain_rmsprop) as
-    constant zeros, so that the compiler drops their code from the update."""
-    for index in (CENTERED, MOMENTUM, WEIGHT_DECAY):
-        p = tuple_setitem(p, index, ZERO)
-    return p
-
-
-@njit(**JIT)
-def rmsprop_update(theta, grad, v, p, lr, bc2):
-    """optimizer_update for plain RMSProp, which keeps only v: the same scalar
-    update, with m and b and the options it lacks left out of the loop."""
-    q = plain(p)
-    for i in range(theta.size):
-        theta[i], v[i], _, _ = rmsprop(theta[i], grad[i], v[i], ZERO, ZERO, q, lr, ONE, bc2)
-
-
-@njit(**JIT)
-def rmsprop_decay(v, p):
-    """rmsprop_update where every gradient is 0: the same update, of which only
-    v ← ρ·v (flushed) is left, since θ does not move."""
-    q = tuple_setitem(plain(p), CLIP_VALUE, ZERO)
-    for i in range(v.size):
-        _, v[i], _, _ = rmsprop(ZERO, ZERO, v[i], ZERO, ZERO, q, ONE, ONE, ONE)
-
-
-@njit(**JIT)
-def clip_global_norm(grad, max_norm):
-    """Scale the whole gradient so that its L2 norm is at most max_norm."""
-    total = 0.0
-    for i in range(grad.size):
-        total += np.float64(grad[i]) * grad[i]
-    norm = np.sqrt(total)
-    if norm > max_norm:
-        scale = np.float32(max_norm / norm)
-        for i in range(grad.size):
-            grad[i] *= scale

@@ -216,7 +216,7 @@ def lion(theta, g, v, m, b, p, lr, bc1, bc2):
 @shared
 def step(kind, theta, g, v, m, b, p, lr, bc1, bc2):
     """The update of optimizer `kind` (optim.py's registry), for one element:
-    what a CUDA thread calls.  The CPU loop (cpu.optimizer_update) makes the
+    what a CUDA thread calls.  The CPU loop (updates.optimizer_update) makes the
     same choice inside its own loop, where LLVM can unswitch it."""
     if kind == RMSPROP:
         return rmsprop(theta, g, v, m, b, p, lr, bc1, bc2)

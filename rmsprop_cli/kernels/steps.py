@@ -10,8 +10,8 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 from ..activations import IDENTITY
 from ..config import JIT, JIT_PARALLEL
 from ..hyper import ACTIVATION, CLIP_NORM, N_HYPER
-from .cpu import (bias_grad, bias_update, clip_global_norm, dense_forward, input_grad, load_row, optimizer_update,
-                  softmax_xent, update_rows, weight_grads)
+from .cpu import bias_grad, bias_update, dense_forward, input_grad, load_row, softmax_xent, update_rows, weight_grads
+from .updates import clip_global_norm, optimizer_update
 from .math import ONE, ZERO, bias_corrections, learning_rate_at
 
 # Parameters, gradients and optimizer buffers are flat vectors, layer by layer
