@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from . import model, paths, schema
-from .config import Recipe, shown
+from .bounds import shown
+from .config import Recipe
 from .optim import Optimizer
 from .errors import CheckpointError, path_errors
 from .files import atomic_write

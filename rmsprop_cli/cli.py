@@ -45,7 +45,7 @@ def evaluate(
         _pin_threads(threads)
         from . import inference
 
-        from .config import check_option
+        from .bounds import check_option
 
         check_option("limit", limit)
         result = inference.evaluate(checkpoint, device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None,

@@ -24,7 +24,8 @@ import re
 from dataclasses import fields
 
 from . import optim
-from .config import MNIST_TRAIN_IMAGES, OPTIMIZER_FIELDS, Recipe, shown
+from .bounds import shown
+from .config import MNIST_TRAIN_IMAGES, OPTIMIZER_FIELDS, Recipe
 FORMAT_VERSION = 2   # the checkpoint format train writes (checkpoint.py reads it from here)
 from .errors import CheckpointError, ConfigError
 from .hyper import DECAYING

@@ -17,7 +17,8 @@ import numpy as np
 
 from . import checkpoint, data, files, memory, model, schema
 from .backends import make_backend, resolve_device
-from .config import Recipe, build_recipe, check_option
+from .bounds import check_option
+from .config import Recipe, build_recipe
 from .errors import (CheckpointError, ConfigError, Interrupted, OutputBusy, OutputError, TrainingDiverged,
                      shell_command)
 from .optim import Optimizer

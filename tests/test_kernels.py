@@ -100,7 +100,7 @@ def _p(**options):
     n=st.integers(1, 40),
     seed=st.integers(0, 2**32 - 1),
     lr=st.floats(1e-5, 1.0),
-    rho=st.one_of(st.just(0.0), st.floats(1e-6, 0.999)),  # the bounds a recipe takes (config.FLOATS)
+    rho=st.one_of(st.just(0.0), st.floats(1e-6, 0.999)),  # the bounds a recipe takes (bounds.FLOATS)
     eps=st.floats(1e-10, 1e-2),
     outside=st.booleans(),
     gscale=st.sampled_from([1e-6, 1e-2, 1.0, 1e3]),

@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 import naive_optim as N
 from rmsprop_cli import hyper, optim
-from rmsprop_cli.config import OPTIMIZER_FIELDS, Recipe, option
+from rmsprop_cli.bounds import option
+from rmsprop_cli.config import OPTIMIZER_FIELDS, Recipe
 from rmsprop_cli.errors import ConfigError
 from rmsprop_cli.kernels import updates as K
 from rmsprop_cli.kernels import math as KM
