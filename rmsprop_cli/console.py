@@ -12,7 +12,8 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
                            TimeRemainingColumn, TransferSpeedColumn)
 from rich.table import Table
 
-from .train import Callbacks, evaluate_command
+from .fitting import Callbacks
+from .train import evaluate_command
 
 out = Console()
 err = Console(stderr=True)

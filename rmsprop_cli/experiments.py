@@ -12,7 +12,7 @@ from .config import build_recipe
 from .errors import ConfigError, OutputError, path_errors
 from .optim import Optimizer
 from .outputs import default_output
-from .train import Callbacks, Dataset, fit
+from .fitting import Callbacks, Dataset, fit
 
 
 def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: str = "cpu", data_dir=None,

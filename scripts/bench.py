@@ -30,7 +30,7 @@ from contextlib import contextmanager, nullcontext
 
 import numpy as np
 
-from rmsprop_cli import data, model, train
+from rmsprop_cli import data, fitting, model
 from rmsprop_cli.backends import make_backend
 from rmsprop_cli.config import Recipe
 from rmsprop_cli.optim import Optimizer
@@ -90,7 +90,7 @@ def measure(args: argparse.Namespace):
                     hidden=tuple(int(h) for h in args.hidden.split(",")), **recipe_fields(args.set))
     images, labels, _ = data.load_mnist("train", None, mirrors, None, args.limit)
     test_images, test_labels, _ = data.load_mnist("test", None, mirrors, None, args.limit)
-    X_train, y_train, X_val, y_val = train.split_validation(images, labels.astype(np.int64),
+    X_train, y_train, X_val, y_val = fitting.split_validation(images, labels.astype(np.int64),
                                                             recipe.val_split)
     rng = np.random.default_rng(0)
     theta = model.glorot_init(recipe.sizes, rng)
@@ -104,7 +104,7 @@ def measure(args: argparse.Namespace):
 
     train_seconds = []
 
-    class Timer(train.Callbacks):
+    class Timer(fitting.Callbacks):
         def epoch_start(self, *a):
             self.t = time.perf_counter()
 
@@ -112,7 +112,7 @@ def measure(args: argparse.Namespace):
             if batches_done == n_batches:
                 train_seconds.append(time.perf_counter() - self.t)
 
-    history, _, _ = train.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
+    history, _, _ = fitting.fit(recipe, backend, len(X_train), X_val, y_val, rng, Timer())
     policy = getattr(backend, "policy", None)
     if policy is not None:
         print(f"threads: now {policy.threads} of {', '.join(map(str, policy.counts))}; {policy.probes} probes, "

@@ -103,8 +103,10 @@ def test_early_stopping_restores_the_best_epoch(data_dir, tmp_path):
     best = min(history, key=lambda m: m["val_loss"])
     assert info["best_epoch"] == best["epoch"] == len(history) - 2
     saved = checkpoint.load(path)
-    images, labels = train.data.load_mnist("train", data_dir, None, None, 600)[:2]
-    _, _, X_val, y_val = train.split_validation(images, labels.astype(np.int64), 0.2)
+    from rmsprop_cli import data, fitting
+
+    images, labels = data.load_mnist("train", data_dir, None, None, 600)[:2]
+    _, _, X_val, y_val = fitting.split_validation(images, labels.astype(np.int64), 0.2)
     from rmsprop_cli.backends import make_backend
     from rmsprop_cli.optim import Optimizer
 
