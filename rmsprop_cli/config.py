@@ -86,9 +86,9 @@ class Recipe:
     def _fill_defaults(self) -> None:
         """Refuse an option that does not apply to the optimizer (it would be
         silently ignored), and fill in the optimizer's defaults for the others."""
-        if self.optimizer not in optim.OPTIMIZERS:
+        spec = optim.spec_of(self.optimizer)
+        if spec is None:
             raise ConfigError(f"--optimizer must be one of {', '.join(optim.NAMES)}; got {shown(self.optimizer)}")
-        spec = optim.OPTIMIZERS[self.optimizer]
         for name in OPTIMIZER_FIELDS:
             value = getattr(self, name)
             if name not in spec.options:

@@ -104,6 +104,12 @@ SPECIFIC = tuple(dict.fromkeys(o for spec in REGISTRY for o in spec.options if o
 DEFAULT_LR = {spec.name: spec.defaults["lr"] for spec in REGISTRY}
 
 
+def spec_of(name) -> Spec | None:
+    """The registry entry named `name`, or None for any other value (also one that is not a string:
+    a recipe may come from a file or a Python call)."""
+    return OPTIMIZERS.get(name) if isinstance(name, str) else None
+
+
 def applies_to(option: str) -> tuple[str, ...]:
     return tuple(spec.name for spec in REGISTRY if option in spec.options)
 

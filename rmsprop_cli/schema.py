@@ -149,7 +149,7 @@ def _format_1(d: dict) -> dict:
     buffer was never saved, so such a run could not be resumed anyway): they
     are dropped."""
     d = {**d, "activation": "relu"}
-    spec = optim.OPTIMIZERS.get(d.get("optimizer"))
+    spec = optim.spec_of(d.get("optimizer"))
     if spec is None:
         return d   # refused by validation, with the usual message
     if d.get("centered") is True and d.get("bias_correction") is True:
@@ -176,7 +176,7 @@ def _recipe(d, version: int) -> Recipe:
     if version == 1:
         d = _format_1(d)
     _keys("recipe", d, types, types)   # every field: one left out would silently become its default
-    spec = optim.OPTIMIZERS.get(d.get("optimizer"))
+    spec = optim.spec_of(d.get("optimizer"))
     for name in spec.defaults if spec is not None and version > 1 else ():
         if d[name] is None:   # train writes the value it used; null would silently become the default
             raise Bad(f"recipe.{name}", f"is null, but {spec.name} uses it")

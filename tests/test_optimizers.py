@@ -316,3 +316,9 @@ def test_clip_global_norm_matches_numpy(n, scale, max_norm):
     else:
         np.testing.assert_allclose(ours, N.clip_by_global_norm(g.astype(np.float64), max_norm), rtol=2.5e-7)
         assert np.linalg.norm(ours.astype(np.float64)) == pytest.approx(max_norm, rel=5e-7)
+
+
+@pytest.mark.parametrize("value", [["adam"], {"adam": 1}, 3, None])
+def test_an_optimizer_that_is_not_a_name_is_refused(value):
+    with pytest.raises(ConfigError, match="--optimizer must be one of"):
+        Recipe(optimizer=value)

@@ -443,3 +443,13 @@ def test_format_1_centered_with_bias_correction_says_why_it_cannot_be_used(data_
 def test_format_2_refuses_null_for_an_option_its_optimizer_uses(data_dir, tmp_path):
     path = _edited(tmp_path, _set("recipe", "rho", None))
     assert_user_error(invoke("evaluate", path, "--data-dir", data_dir), 4, "recipe.rho", "null")
+
+
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_an_optimizer_of_the_wrong_type_is_one_line(version, data_dir, tmp_path):
+    def edit(meta):
+        r = json.loads(meta["recipe"])
+        r["optimizer"] = ["adam"]
+        meta["recipe"], meta["format_version"] = json.dumps(r), version
+    path = _rewritten(tmp_path, metadata=edit)
+    assert_user_error(invoke("evaluate", path, "--data-dir", data_dir), 4, "recipe")
