@@ -222,16 +222,25 @@ class OutputLock:
         self.release()
 
 
+HOLDER_WAIT = 0.5   # seconds a refused run waits for the holder to write its name into the lock file
+
+
 def _read_holder(fd: int) -> str:
-    """Who holds a lock, from what they wrote into its file: 'pid 123 on host, since ...: command'."""
+    """Who holds a lock, from what they wrote into its file: 'pid 123 on host, since ...: command'.
+    The holder writes it just after it takes the lock, so an empty or half-written file is read
+    again for a moment (three runs started at once met that window) before saying it is unknown."""
     from .errors import shell_command
 
-    try:
-        info = json.loads(os.pread(fd, 1 << 16, 0))
-        return (f"pid {int(info['pid'])} on {info['host']}, since {info['started']}: "
-                f"{shell_command(*map(str, info['argv']))}")
-    except Exception:  # written a moment ago and not yet filled in, or damaged: say what we know
-        return "its lock file does not say which"
+    deadline = time.monotonic() + HOLDER_WAIT
+    while True:
+        try:
+            info = json.loads(os.pread(fd, 1 << 16, 0))
+            return (f"pid {int(info['pid'])} on {info['host']}, since {info['started']}: "
+                    f"{shell_command(*map(str, info['argv']))}")
+        except Exception:  # not yet filled in, or damaged: say what we know once the moment is over
+            if time.monotonic() >= deadline:
+                return "its lock file does not say which"
+            time.sleep(0.02)
 
 
 def through_links(path: Path) -> Path:
