@@ -9,26 +9,20 @@ from typing import Annotated, Optional
 import typer
 
 from .activations import activation_help
+from . import cli_options as O
 from .cli_common import (DataDir, Device, Json, Limit, Mirror, Threads, _device, _json, _pin_threads, _reporter,
                          _user_errors)
-from .hyper import SCHEDULES
-from .optim import DEFAULT_LR, NAMES, help_for, optimizer_help
-
-_LR_HELP = ("Learning rate η (the first update's, with a schedule) \\[default: "
-            + ", ".join(f"{name} {rate:g}" for name, rate in DEFAULT_LR.items()) + "].")
-_SCHEDULE_HELP = ("Learning rate over the updates n = 0, 1, ... after any warm-up, as Keras and Optax define "
-                  "them: " + "; ".join(f"{name}: {formula}" for name, formula in SCHEDULES.items())
-                  + " \\[default: constant].")
+from .optim import DEFAULT_LR, NAMES, optimizer_help
 
 
 def train(
     epochs: Annotated[Optional[int], typer.Option(
         help="Passes over the training set, counting those of a resumed run \\[default: 10].", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per mini-batch \\[default: 32].", show_default=False)] = None,
-    lr: Annotated[Optional[float], typer.Option(help=_LR_HELP, show_default=False)] = None,
-    rho: Annotated[Optional[float], typer.Option(help=help_for("rho"), show_default=False)] = None,
-    eps: Annotated[Optional[float], typer.Option(help=help_for("eps"), show_default=False)] = None,
-    eps_placement: Annotated[Optional[str], typer.Option(help=help_for("eps_placement"), show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(help=O.LR_HELP, show_default=False)] = None,
+    rho: O.Rho = None,
+    eps: O.Eps = None,
+    eps_placement: O.EpsPlacement = None,
     hidden: Annotated[Optional[str], typer.Option(
         help="Hidden layer widths, comma-separated \\[default: 128,64].", show_default=False)] = None,
     activation: Annotated[Optional[str], typer.Option(help=activation_help(), show_default=False)] = None,
@@ -40,42 +34,21 @@ def train(
     limit: Limit = None,
     optimizer: Annotated[Optional[str], typer.Option(
         help=optimizer_help(), show_default=False, rich_help_panel="Optimizer")] = None,
-    centered: Annotated[bool, typer.Option(
-        "--centered", help=help_for("centered"), rich_help_panel="Optimizer")] = False,
-    momentum: Annotated[Optional[float], typer.Option(
-        help=help_for("momentum"), show_default=False, rich_help_panel="Optimizer")] = None,
-    nesterov: Annotated[bool, typer.Option(
-        "--nesterov", help=help_for("nesterov"), rich_help_panel="Optimizer")] = False,
-    weight_decay: Annotated[Optional[float], typer.Option(
-        help="λ: L2 penalty added to the gradient, g + λ·θ (PyTorch) \\[default: 0].", show_default=False,
-        rich_help_panel="Optimizer")] = None,
-    decoupled_decay: Annotated[bool, typer.Option(
-        "--decoupled-decay", help="Apply weight decay on its own, θ ← θ − η·λ·θ (Keras, AdamW), not through the "
-                                  "gradient (Lion's always is).", rich_help_panel="Optimizer")] = False,
-    initial_accumulator: Annotated[Optional[float], typer.Option(
-        help=help_for("initial_accumulator"), show_default=False, rich_help_panel="Optimizer")] = None,
-    bias_correction: Annotated[bool, typer.Option(
-        "--bias-correction", help=help_for("bias_correction"), rich_help_panel="Optimizer")] = False,
-    clip_norm: Annotated[Optional[float], typer.Option(
-        help="Scale the whole gradient down to this global L2 norm.", show_default=False,
-        rich_help_panel="Optimizer")] = None,
-    clip_value: Annotated[Optional[float], typer.Option(
-        help="Clip every gradient value to [−c, c].", show_default=False, rich_help_panel="Optimizer")] = None,
-    schedule: Annotated[Optional[str], typer.Option(
-        help=_SCHEDULE_HELP, show_default=False, rich_help_panel="Optimizer")] = None,
-    warmup_steps: Annotated[Optional[int], typer.Option(
-        help="Raise the learning rate linearly from 0 over this many steps first \\[default: 0].",
-        show_default=False, rich_help_panel="Optimizer")] = None,
-    decay_steps: Annotated[Optional[int], typer.Option(
-        help="Updates per decay of the step and exponential schedules \\[default: one epoch].", show_default=False,
-        rich_help_panel="Optimizer")] = None,
-    decay_rate: Annotated[Optional[float], typer.Option(
-        help="Factor per decay steps of the step and exponential schedules \\[default: 0.5].", show_default=False,
-        rich_help_panel="Optimizer")] = None,
-    beta1: Annotated[Optional[float], typer.Option(
-        help=help_for("beta1"), show_default=False, rich_help_panel="Optimizer")] = None,
-    beta2: Annotated[Optional[float], typer.Option(
-        help=help_for("beta2"), show_default=False, rich_help_panel="Optimizer")] = None,
+    centered: O.Centered = False,
+    momentum: O.Momentum = None,
+    nesterov: O.Nesterov = False,
+    weight_decay: O.WeightDecay = None,
+    decoupled_decay: O.DecoupledDecay = False,
+    initial_accumulator: O.InitialAccumulator = None,
+    bias_correction: O.BiasCorrection = False,
+    clip_norm: O.ClipNorm = None,
+    clip_value: O.ClipValue = None,
+    schedule: O.Schedule = None,
+    warmup_steps: O.WarmupSteps = None,
+    decay_steps: O.DecaySteps = None,
+    decay_rate: O.DecayRate = None,
+    beta1: O.Beta1 = None,
+    beta2: O.Beta2 = None,
     output: Annotated[Optional[Path], typer.Option(
         help="Checkpoint file (.safetensors) or folder to write model.safetensors into "
              "\\[default: a new runs/<time>-<recipe>-seed<seed>/model.safetensors, or the resumed checkpoint]. "
@@ -103,13 +76,12 @@ def train(
         _pin_threads(threads)
         from . import train as training
 
-        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, rho=rho, eps=eps, eps_placement=eps_placement,
-                       hidden=hidden, activation=activation, val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,
-                       centered=centered or None, momentum=momentum, nesterov=nesterov or None,
-                       weight_decay=weight_decay, decoupled_decay=decoupled_decay or None,
-                       initial_accumulator=initial_accumulator, bias_correction=bias_correction or None,
-                       clip_norm=clip_norm, clip_value=clip_value, schedule=schedule, warmup_steps=warmup_steps,
-                       decay_steps=decay_steps, decay_rate=decay_rate, beta1=beta1, beta2=beta2)
+        options = dict(epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, activation=activation,
+                       val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,
+                       **O.optimizer_options(rho, eps, eps_placement, centered, momentum, nesterov, weight_decay,
+                                             decoupled_decay, initial_accumulator, bias_correction, clip_norm,
+                                             clip_value, schedule, warmup_steps, decay_steps, decay_rate, beta1,
+                                             beta2))
         # SIGINT, SIGTERM and SIGHUP are the run's until its last line is printed (see StopSignals); one that
         # comes after the final save interrupts nothing, and the command says so and exits 0.  When this
         # process is the console script, they stay ignored until it has exited.
@@ -170,17 +142,8 @@ def compare(
     with _user_errors():
         _pin_threads(threads)
         from . import experiments
-        from .errors import ConfigError
 
-        rates = {}
-        for item in lr or []:
-            name, sep, value = item.partition("=")
-            try:
-                rates[name.strip()] = float(value)
-            except ValueError:
-                raise ConfigError(f"--lr takes NAME=VALUE, such as --lr sgd=0.1; got {item!r}") from None
-            if not sep:
-                raise ConfigError(f"--lr takes NAME=VALUE, such as --lr sgd=0.1; got {item!r}")
+        rates = O.rates(lr)
         names = [n.strip() for n in optimizers.split(",") if n.strip()]
         options = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, val_split=val_split, seed=seed, limit=limit)
         run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output)

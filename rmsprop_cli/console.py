@@ -187,6 +187,27 @@ def render_comparison(result: dict, console: Console = out) -> None:
         console.print(f"[yellow]No figure:[/yellow] {escape(result['figure_note'])}", highlight=False, soft_wrap=True)
 
 
+def render_landscape(result: dict, console: Console = out) -> None:
+    table = Table(title=f"{result['surface']}: f = {result['formula']}, {result['steps']} steps from "
+                        f"({result['start'][0]:g}, {result['start'][1]:g}); minimum {result['min_loss']:g} at "
+                        f"({result['minimum'][0]:g}, {result['minimum'][1]:g})", title_justify="left")
+    for col in ("optimizer", "lr", "final x", "final y", "final loss", f"steps to within {result['tolerance']:g}"):
+        table.add_column(col, justify="left" if col == "optimizer" else "right")
+    for r in result["optimizers"]:
+        if r["diverged_at"] is not None:
+            reached = f"diverged at step {r['diverged_at']}"
+        else:
+            reached = "not reached" if r["steps_to_tolerance"] is None else str(r["steps_to_tolerance"])
+        x, y = r["final_point"]
+        table.add_row(r["optimizer"], f"{r['lr']:g}", f"{x:.4g}", f"{y:.4g}", f"{r['final_loss']:.3g}", reached)
+    console.print(table)
+    for key, what in (("figure", "Figure"), ("animation", "Animation")):
+        if result[key]:
+            console.print(f"{what}: [bold]{result[key]}[/bold]")
+    if result.get("figure_note"):
+        console.print(f"[yellow]No figure:[/yellow] {escape(result['figure_note'])}", highlight=False, soft_wrap=True)
+
+
 def render_download(paths: dict, console: Console = out) -> None:
     for name, path in paths.items():
         console.print(f"[green]✓[/green] {name} → {path}")

@@ -64,7 +64,12 @@ def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
 
     mkdir is atomic: when the folder exists (another run started in the same second
     with the same recipe and seed), -2, -3, ... is tried, so no two runs ever share one."""
-    base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{recipe.describe()}-seed{recipe.seed}"
+    return new_folder(f"{recipe.describe()}-seed{recipe.seed}", root) / "model.safetensors"
+
+
+def new_folder(name: str, root: Path = Path("runs")) -> Path:
+    """A new folder `runs/<time>-<name>`, made here (see default_output)."""
+    base = f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{name}"
     files.make_folder(root / base)
     with path_errors(OutputError, root / base, "make the run folder", files.WRITE_HINT):
         for n in itertools.count(1):
@@ -73,7 +78,7 @@ def default_output(recipe: Recipe, root: Path = Path("runs")) -> Path:
                 folder.mkdir()
             except FileExistsError:
                 continue
-            return folder / "model.safetensors"
+            return folder
 
 
 def resolve_output(output: Path | None, recipe: Recipe) -> Path:

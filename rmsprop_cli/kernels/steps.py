@@ -11,7 +11,7 @@ from ..activations import IDENTITY
 from ..config import JIT, JIT_PARALLEL
 from ..hyper import ACTIVATION, CLIP_NORM, N_HYPER
 from .cpu import bias_grad, bias_update, dense_forward, input_grad, load_row, softmax_xent, update_rows, weight_grads
-from .updates import clip_global_norm, optimizer_update
+from .updates import update_whole
 from .math import ONE, ZERO, bias_corrections, learning_rate_at
 
 # Parameters, gradients and optimizer buffers are flat vectors, layer by layer
@@ -216,8 +216,7 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
                 bias_update(param_layer(theta, sizes, l)[1], delta, param_layer(v, sizes, l)[1],
                             param_layer(m, sizes, l)[1], param_layer(b, sizes, l)[1], p, plain, lr, bc1, bc2)
         if clip_norm > 0:
-            clip_global_norm(grad, np.float32(clip_norm))
-            optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2)
+            update_whole(theta, grad, v, m, b, p, hp, count)
     return loss_sum, correct, seen, -1
 
 

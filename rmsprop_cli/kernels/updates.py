@@ -11,9 +11,9 @@ from numba import njit
 from numba.cpython.unsafe.tuple import tuple_setitem
 
 from ..config import JIT
-from ..hyper import CENTERED, CLIP_VALUE, KIND, MOMENTUM, WEIGHT_DECAY
+from ..hyper import CENTERED, CLIP_NORM, CLIP_VALUE, KIND, MOMENTUM, WEIGHT_DECAY
 from ..optim import ADAGRAD, ADAM, LION, RMSPROP
-from .math import ONE, ZERO, adagrad, adam, lion, rmsprop, sgd
+from .math import ONE, ZERO, adagrad, adam, bias_corrections, learning_rate_at, lion, rmsprop, sgd
 
 
 @njit(**JIT)
@@ -80,3 +80,17 @@ def clip_global_norm(grad, max_norm):
         scale = np.float32(max_norm / norm)
         for i in range(grad.size):
             grad[i] *= scale
+
+
+@njit(**JIT)
+def update_whole(theta, grad, v, m, b, p, hp, count):
+    """The update made after `count` updates, from the whole gradient at once:
+    its learning rate and bias corrections, clipping by the global norm, then
+    optimizer_update.  A training step that clips by the norm ends with this
+    (steps.train_chunk); every step of a path on a test surface is this
+    (kernels/surfaces.py).  hp is hyper.vector (float64), p the same as float32."""
+    lr = np.float32(learning_rate_at(hp, count))
+    bc1, bc2 = bias_corrections(hp, count + 1)
+    if hp[CLIP_NORM] > 0:
+        clip_global_norm(grad, np.float32(hp[CLIP_NORM]))
+    optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2)
