@@ -86,9 +86,10 @@ def reference_path(surface, recipe, steps):
     if "v" in optim.buffers(recipe):
         s["v"][:] = recipe.initial_accumulator or 0.0
     out = [theta]
-    for count in range(steps):
-        theta = N.update(o, theta, naive_gradient(surface.name, *theta), s, lr_of(count), count + 1)
-        out.append(theta)
+    with np.errstate(over="ignore", invalid="ignore"):   # a diverging reference overflows, as ours does
+        for count in range(steps):
+            theta = N.update(o, theta, naive_gradient(surface.name, *theta), s, lr_of(count), count + 1)
+            out.append(theta)
     return np.array(out)
 
 
@@ -128,3 +129,155 @@ def test_path_matches_float64_reference(surface, name, options):
     window = max(s.xlim[1] - s.xlim[0], s.ylim[1] - s.ylim[0])
     err = np.max(np.abs(ours - exact[:len(ours)]) / (window + np.abs(exact[:len(ours)])))
     assert err <= PATH_TOL, err
+
+
+# --- the ravine's message, as computed numbers ------------------------------------------------------------
+
+def default_rows(surface="ravine"):
+    return {r["optimizer"]: r for r in L.landscape(surface, figure=False)["optimizers"]}
+
+
+def test_on_the_ravine_rmsprop_reaches_the_minimum_before_sgd():
+    rows = default_rows()
+    rms, sgd = rows["rmsprop"]["steps_to_tolerance"], rows["sgd"]["steps_to_tolerance"]
+    assert rms is not None and sgd is not None and rms < sgd, (rms, sgd)
+    # SGD's one step size: the largest stable across the valley (lr 0.18 < 2/10) zigzags across it first,
+    # and then shrinks x by only 1.8% per step along it.
+    y = np.asarray(rows["sgd"]["path"])[:10, 1]
+    assert np.all(np.sign(y[1:]) == -np.sign(y[:-1])), "SGD crosses the valley at every step"
+
+
+def test_on_the_ravine_adagrad_steps_shrink_and_it_does_not_arrive():
+    rows = default_rows()
+    steps = np.linalg.norm(np.diff(np.asarray(rows["adagrad"]["path"]), axis=0), axis=1)
+    assert np.all(np.diff(steps) <= 0), "every Adagrad step is no longer than the one before"
+    assert steps[-1] < steps[0] / 10
+    assert rows["adagrad"]["steps_to_tolerance"] is None
+    # RMSProp, from the same η = 0.02, keeps its steps at about η per coordinate to the end (it then circles
+    # the minimum at that distance): its last 50 are at least 10 times Adagrad's.
+    eta = SURFACES["ravine"].lrs["rmsprop"]
+    assert eta == SURFACES["ravine"].lrs["adagrad"]
+    rms = np.linalg.norm(np.diff(np.asarray(rows["rmsprop"]["path"]), axis=0), axis=1)
+    assert rms[-50:].min() > eta and rms[-50:].mean() > 10 * steps[-50:].mean()
+
+
+def test_steps_to_tolerance_is_the_first_step_within_it():
+    for name, r in default_rows("beale").items():
+        losses = [K.value(SURFACES["beale"].kind, *p) for p in r["path"]]
+        within = [i for i, f in enumerate(losses) if f - 0.0 <= TOLERANCE]
+        assert r["steps_to_tolerance"] == (within[0] if within else None), name
+        assert r["final_loss"] == pytest.approx(losses[-1], rel=1e-12) and r["final_point"] == r["path"][-1]
+
+
+def test_a_diverging_path_is_reported_not_fatal():
+    r = L.landscape("rosenbrock", ["sgd"], lrs={"sgd": 0.01}, steps=100, figure=False)["optimizers"][0]
+    assert r["diverged_at"] is not None and r["diverged_at"] < 100
+    assert len(r["path"]) == r["diverged_at"] and np.all(np.isfinite(r["path"]))
+    assert r["steps_to_tolerance"] is None
+
+
+# --- the command line ----------------------------------------------------------------------------------------
+
+from typer.testing import CliRunner   # noqa: E402
+
+from rmsprop_cli.cli import app   # noqa: E402
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_cli_writes_the_figure_and_the_gif(tmp_path):
+    from PIL import Image
+
+    from rmsprop_cli.plots_landscape import FRAMES, frame_steps
+
+    result = invoke("landscape", "--animate", "--output", tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    assert out["figure"] == str(tmp_path / "ravine.png") and out["animation"] == str(tmp_path / "ravine.gif")
+    assert [r["optimizer"] for r in out["optimizers"]] == list(optim.NAMES)
+    with Image.open(tmp_path / "ravine.png") as png:
+        assert png.format == "PNG" and png.size[0] >= 800 and png.size[1] >= 600
+    with Image.open(tmp_path / "ravine.gif") as gif:
+        assert gif.format == "GIF" and gif.n_frames == FRAMES == len(frame_steps(300))
+        assert gif.size[0] >= 500 and gif.is_animated
+        first = np.asarray(gif.convert("RGB"))
+        gif.seek(gif.n_frames - 1)
+        assert np.abs(np.asarray(gif.convert("RGB")).astype(int) - first).sum() > 0, "the paths grow"
+    # The table: every optimizer with its lr, and "not reached" for Adagrad.
+    table = invoke("landscape", "--output", tmp_path / "again.png")
+    assert table.exit_code == 0, table.output
+    assert "not reached" in table.output and "rmsprop" in table.output and (tmp_path / "again.png").exists()
+
+
+def test_cli_options_reach_the_optimizers_that_take_them(tmp_path):
+    result = invoke("landscape", "--surface", "rosenbrock", "--optimizers", "sgd,adagrad,rmsprop,adam",
+                    "--steps", 400, "--lr", "rmsprop=0.01", "--centered", "--rho", 0.95, "--output", tmp_path,
+                    "--json")
+    assert result.exit_code == 0, result.output
+    rows = {r["optimizer"]: r for r in json.loads(result.stdout)["optimizers"]}
+    s = SURFACES["rosenbrock"]
+    assert rows["rmsprop"]["lr"] == 0.01 and rows["adam"]["lr"] == s.lrs["adam"]
+    recipe = L.recipes(s, ["rmsprop"], 400, {"rmsprop": 0.01}, {"centered": True, "rho": 0.95})["rmsprop"]
+    np.testing.assert_array_equal(rows["rmsprop"]["path"], L.path(s, recipe, 400)[0].astype(float))
+    plain = L.landscape("rosenbrock", ["rmsprop"], steps=400, lrs={"rmsprop": 0.01}, figure=False)
+    assert plain["optimizers"][0]["path"] != rows["rmsprop"]["path"], "--centered changed RMSProp's path"
+    assert len(rows["sgd"]["path"]) == 401
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--surface", "himmelblau"], "--surface must be one of ravine, rosenbrock, beale, saddle"),
+    (["--optimizers", "rmsprop,adamw"], "unknown optimizer 'adamw'"),
+    (["--optimizers", ","], "--optimizers lists no optimizer"),
+    (["--optimizers", "sgd,sgd"], "names an optimizer twice"),
+    (["--optimizers", "sgd", "--lr", "adam=0.1"], "leaves out"),
+    (["--lr", "rmsprop"], "--lr takes NAME=VALUE"),
+    (["--lr", "rmsprop=-1"], "--lr must be a positive number"),
+    (["--optimizers", "sgd,adam", "--centered"], "--centered applies to rmsprop, and none of"),
+    (["--optimizers", "adam", "--momentum", "0.9"], "--momentum applies to"),
+    (["--steps", "0"], "--steps must be a whole number from 1 to 20000"),
+    (["--steps", "20001"], "--steps must be a whole number from 1 to 20000"),
+    (["--warmup-steps", "301"], "longer than the path (--steps 300)"),
+    (["--optimizers", "rmsprop", "--centered", "--bias-correction"], "--centered with --bias-correction"),
+    (["--optimizers", "sgd", "--nesterov"], "--nesterov needs --momentum above 0"),
+    (["--decay-rate", "0.5"], "--decay-rate does not apply to --schedule constant"),
+    (["--rho", "1"], "--rho must be in [0, 1)"),
+])
+def test_cli_refuses_bad_input_in_one_line(args, message, tmp_path):
+    result = invoke("landscape", *args, "--output", tmp_path)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) <= 2   # one line, which the terminal may wrap once
+    assert list(tmp_path.iterdir()) == [], "nothing is written for a refused command"
+
+
+def test_cli_never_replaces_a_users_file(tmp_path):
+    mine = tmp_path / "notes.txt"
+    mine.write_text("mine")
+    result = invoke("landscape", "--output", mine)
+    assert result.exit_code == 2 and "a figure is a .png file" in result.output
+    (tmp_path / "ravine.gif").write_text("not a gif")
+    result = invoke("landscape", "--animate", "--output", tmp_path)
+    assert result.exit_code == 5 and "is not a GIF image; not replacing it" in result.output, result.output
+    assert (tmp_path / "ravine.gif").read_text() == "not a gif" and not (tmp_path / "ravine.png").exists()
+    assert mine.read_text() == "mine"
+
+
+def test_cli_default_output_is_a_new_run_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for _ in range(2):
+        assert invoke("landscape", "--surface", "saddle", "--steps", 20).exit_code == 0
+    made = sorted(tmp_path.glob("runs/*-landscape-saddle*/saddle.png"))
+    assert len(made) == 2 and made[0].parent != made[1].parent
+
+
+def test_without_matplotlib_the_table_still_comes(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    result = invoke("landscape", "--steps", 20, "--output", tmp_path)
+    assert result.exit_code == 0, result.output
+    assert "No figure" in result.output and "pip install 'rmsprop-cli[plot]'" in result.output
