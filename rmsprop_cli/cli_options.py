@@ -43,7 +43,7 @@ ClipValue = _number(float, "Clip every gradient value to [−c, c].")
 Schedule = _number(str, SCHEDULE_HELP)
 WarmupSteps = _number(int, "Raise the learning rate linearly from 0 over this many steps first \\[default: 0].")
 DecaySteps = _number(int, "Updates per decay of the step and exponential schedules \\[default: one epoch; "
-                          "landscape: the whole path].")
+                          "landscape: a tenth of --steps].")
 DecayRate = _number(float, "Factor per decay steps of the step and exponential schedules \\[default: 0.5].")
 Beta1 = _number(float, help_for("beta1"))
 Beta2 = _number(float, help_for("beta2"))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import deque
 
+from rich import box
 from rich.console import Console, Group
 from rich.live import Live
 from rich.markup import escape
@@ -188,18 +189,20 @@ def render_comparison(result: dict, console: Console = out) -> None:
 
 
 def render_landscape(result: dict, console: Console = out) -> None:
-    table = Table(title=f"{result['surface']}: f = {result['formula']}, {result['steps']} steps from "
+    table = Table(box=box.SIMPLE_HEAD, title_justify="left", caption_justify="left",
+                  title=f"{result['surface']}: f = {result['formula']}, {result['steps']} steps from "
                         f"({result['start'][0]:g}, {result['start'][1]:g}); minimum {result['min_loss']:g} at "
-                        f"({result['minimum'][0]:g}, {result['minimum'][1]:g})", title_justify="left")
-    for col in ("optimizer", "lr", "final x", "final y", "final loss", f"steps to within {result['tolerance']:g}"):
-        table.add_column(col, justify="left" if col == "optimizer" else "right")
+                        f"({result['minimum'][0]:g}, {result['minimum'][1]:g})")
+    table.caption = (f"reached: the first step within {result['tolerance']:g} of the minimum's loss; "
+                     "stays: the step from which it stays within")
+    for col in ("optimizer", "lr", "final point", "final loss", "reached", "stays"):
+        table.add_column(col, justify="left" if col == "optimizer" else "right", no_wrap=col != "final loss")
     for r in result["optimizers"]:
-        if r["diverged_at"] is not None:
-            reached = f"diverged at step {r['diverged_at']}"
-        else:
-            reached = "not reached" if r["steps_to_tolerance"] is None else str(r["steps_to_tolerance"])
         x, y = r["final_point"]
-        table.add_row(r["optimizer"], f"{r['lr']:g}", f"{x:.4g}", f"{y:.4g}", f"{r['final_loss']:.3g}", reached)
+        final = f"diverged at step {r['diverged_at']}" if r["diverged_at"] is not None else f"{r['final_loss']:.3g}"
+        reached = "not reached" if r["steps_to_tolerance"] is None else str(r["steps_to_tolerance"])
+        stays = "—" if r["stays_within_from"] is None else str(r["stays_within_from"])
+        table.add_row(r["optimizer"], f"{r['lr']:g}", f"({x:.3g}, {y:.3g})", final, reached, stays)
     console.print(table)
     for key, what in (("figure", "Figure"), ("animation", "Animation")):
         if result[key]:

@@ -89,6 +89,7 @@ def figure_path(output: Path, name: str) -> Path:
         output = output / name
     from .plots import is_png
 
+    output = files.through_links(output)   # a link the user made keeps pointing at the figure
     files.check_replaceable(output, "a PNG image", is_png)
     return output
 

@@ -11,11 +11,13 @@ import numpy as np
 from . import optim
 from .bounds import check_option, option
 from .config import OPTIMIZER_FIELDS, Recipe
-from .errors import ConfigError, OutputError
+from .errors import ConfigError
+from .hyper import DECAYING
 from .surfaces import NAMES as SURFACES_NAMES
 from .surfaces import SURFACES, TOLERANCE
 
 GRID = 300   # points a side of the contour plot's grid
+DECAYS = 10  # the step and exponential schedules decay this many times over a path unless --decay-steps says
 # The options that may be given for all the optimizers at once: the learning rate is per optimizer (lrs).
 OPTIONS = tuple(name for name in OPTIMIZER_FIELDS if name != "lr")
 
@@ -35,6 +37,7 @@ def recipes(surface, names, steps: int, lrs: dict, options: dict) -> dict[str, R
         raise ConfigError(f"--lr {strays[0]}=... names an optimizer that --optimizers {','.join(names)} leaves out; "
                           f"add it there or drop the --lr")
     given = {k: v for k, v in options.items() if v is not None and v is not False}
+    check_option("warmup_steps", given.get("warmup_steps"))
     for name in given:
         if name not in OPTIONS:
             raise ConfigError(f"{option(name)} is not an option of rmsprop landscape")
@@ -42,9 +45,10 @@ def recipes(surface, names, steps: int, lrs: dict, options: dict) -> dict[str, R
             raise ConfigError(f"{option(name)} applies to {', '.join(optim.applies_to(name))}, and none of "
                               f"--optimizers {','.join(names)} takes it")
     if given.get("warmup_steps", 0) > steps:
-        check_option("warmup_steps", given["warmup_steps"])
         raise ConfigError(f"--warmup-steps {given['warmup_steps']} is longer than the path (--steps {steps}), so "
                           "the learning rate would never reach --lr")
+    if given.get("schedule") in DECAYING and "decay_steps" not in given:
+        given["decay_steps"] = max(1, steps // DECAYS)
     out = {}
     for n in names:
         spec = optim.OPTIMIZERS[n]
@@ -72,12 +76,16 @@ def path(surface, recipe: Recipe, steps: int) -> tuple[np.ndarray, np.ndarray, i
 
 
 def row(surface, name: str, recipe: Recipe, points, losses, diverged) -> dict:
-    reached = np.nonzero(losses - surface.min_loss <= TOLERANCE)[0]
+    within = losses - surface.min_loss <= TOLERANCE
+    reached = np.nonzero(within)[0]
+    outside = np.nonzero(~within)[0]
+    stays = None if diverged is not None or not within[-1] else int(outside[-1]) + 1 if outside.size else 0
     end = points[-1].astype(float)
     return {"optimizer": name, "lr": recipe.lr,
             "final_point": [float(end[0]), float(end[1])], "final_loss": float(losses[-1]),
             "distance": float(np.hypot(*(end - np.array(surface.minimum)))),
-            "steps_to_tolerance": int(reached[0]) if reached.size else None, "diverged_at": diverged,
+            "steps_to_tolerance": int(reached[0]) if reached.size else None, "stays_within_from": stays,
+            "diverged_at": diverged,
             "path": points.astype(float).tolist()}
 
 
@@ -94,13 +102,13 @@ def outputs(output: Path | None, surface, animate: bool) -> tuple[Path, Path | N
     """Where the PNG (and with animate the GIF beside it, of the same stem) go: a new
     runs/<time>-landscape-<surface>/ folder unless output names a .png file or a folder."""
     from .experiments import figure_path
-    from .files import check_replaceable
+    from .files import check_replaceable, through_links
     from .outputs import new_folder
     from .plots_landscape import is_gif
 
     name = f"{surface.name}.png"
     png = figure_path(output, name) if output is not None else new_folder(f"landscape-{surface.name}") / name
-    gif = png.with_suffix(".gif") if animate else None
+    gif = through_links(png.with_suffix(".gif")) if animate else None
     if gif is not None:
         check_replaceable(gif, "a GIF image", is_gif)
     return png, gif
@@ -112,26 +120,41 @@ def landscape(surface: str = "ravine", optimizers=None, *, steps: int | None = N
     """Everything `rmsprop landscape` does: every optimizer's path over the surface, the table's rows (with the
     paths) and the figure (and the GIF), which needs matplotlib; without it the rows still come back, with a
     figure_note.  figure=False draws nothing."""
-    if surface not in SURFACES:
+    if not isinstance(surface, str) or surface not in SURFACES:
         raise ConfigError(f"--surface must be one of {', '.join(SURFACES_NAMES)}; got {surface!r}")
     s = SURFACES[surface]
     steps = s.steps if steps is None else steps
     check_option("steps", steps)
-    names = list(optim.NAMES if optimizers is None else optimizers)
-    chosen = recipes(s, names, steps, dict(lrs or {}), dict(options or {}))
+    if optimizers is None:
+        optimizers = optim.NAMES
+    elif isinstance(optimizers, str):
+        optimizers = [n.strip() for n in optimizers.split(",") if n.strip()]
+    for what, value in (("lrs", lrs), ("options", options)):
+        if value is not None and not isinstance(value, dict):
+            raise ConfigError(f"{what} is a dict of name: value, not {type(value).__name__}")
+    names = list(optimizers)
+    rates = {k: v for k, v in (lrs or {}).items() if v is not None}
+    chosen = recipes(s, names, steps, rates, dict(options or {}))
+    note = None
+    if figure:
+        from .plots import _pyplot
+
+        try:
+            _pyplot()
+        except ConfigError as e:   # matplotlib is an optional extra: the table still stands
+            figure, note = False, str(e)
     png, gif = outputs(output, s, animate) if figure else (None, None)
     rows = [row(s, name, recipe, *path(s, recipe, steps)) for name, recipe in chosen.items()]
     result = {"surface": s.name, "formula": s.formula, "start": list(s.start), "minimum": list(s.minimum),
               "min_loss": s.min_loss, "tolerance": TOLERANCE, "steps": steps, "optimizers": rows,
               "figure": None, "animation": None}
+    if note:
+        result["figure_note"] = note
     if figure:
         from . import plots_landscape
 
-        try:
-            grid = contour_grid(s)
-            result["figure"] = str(plots_landscape.plot_paths(s, rows, grid, png))
-            if gif is not None:
-                result["animation"] = str(plots_landscape.animate_paths(s, rows, grid, gif))
-        except (ConfigError, OutputError) as e:   # matplotlib is an optional extra: the table still stands
-            result["figure_note"] = str(e)
+        grid = contour_grid(s)
+        result["figure"] = str(plots_landscape.plot_paths(s, rows, grid, steps, png))
+        if gif is not None:
+            result["animation"] = str(plots_landscape.animate_paths(s, rows, grid, steps, gif))
     return result

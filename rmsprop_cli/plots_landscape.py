@@ -62,9 +62,9 @@ def _figure(surface, rows: list[dict], grid, steps: int):
     return plt, fig, ax, lines, heads
 
 
-def plot_paths(surface, rows: list[dict], grid, path: Path) -> Path:
-    """Every optimizer's whole path over the surface's contours, as a PNG."""
-    steps = max(len(r["path"]) for r in rows) - 1
+def plot_paths(surface, rows: list[dict], grid, steps: int, path: Path) -> Path:
+    """Every optimizer's whole path (of `steps` updates, or until it diverged) over the surface's contours,
+    as a PNG."""
     plt, fig, _, lines, heads = _figure(surface, rows, grid, steps)
     for line, head, r in zip(lines, heads, rows):
         pts = np.asarray(r["path"])
@@ -91,11 +91,11 @@ def _palette(Image, n_paths: int):
     return image
 
 
-def animate_paths(surface, rows: list[dict], grid, path: Path) -> Path:
-    """The paths growing from the start, one frame per frame_steps step, as an animated GIF."""
+def animate_paths(surface, rows: list[dict], grid, steps: int, path: Path) -> Path:
+    """The paths growing from the start, one frame per frame_steps step, as an animated GIF (a path that
+    diverged stops where it did)."""
     from PIL import Image
 
-    steps = max(len(r["path"]) for r in rows) - 1
     plt, fig, ax, lines, heads = _figure(surface, rows, grid, steps)
     paths = [np.asarray(r["path"]) for r in rows]
     frames = []

@@ -8,10 +8,11 @@ Pure Python, like optim.py: nothing here imports numba.
 Default learning rates: SGD (plain and with momentum 0.9) near the largest
 step that stays stable where the surface is steepest along the path, since a
 larger one diverges and a smaller one only crawls; the four adaptive
-optimizers (adagrad, rmsprop, adam, lion) one shared step size per surface,
-since each moves every coordinate by about η per step at first, so that the
-same η compares like with like: how their steps evolve from there is the
-difference the figure shows.
+optimizers (adagrad, rmsprop, adam, lion) one shared η per surface, since
+each divides the gradient by a measure of its own size, so that its steps are
+set by η and not by the gradient's scale (Adam's and Lion's first step is η
+per coordinate, RMSProp's η/√(1 − ρ), Adagrad's at most η): how their steps
+evolve from there is the difference the figure shows.
 """
 
 from __future__ import annotations

@@ -281,3 +281,58 @@ def test_without_matplotlib_the_table_still_comes(tmp_path, monkeypatch):
     result = invoke("landscape", "--steps", 20, "--output", tmp_path)
     assert result.exit_code == 0, result.output
     assert "No figure" in result.output and "pip install 'rmsprop-cli[plot]'" in result.output
+    monkeypatch.chdir(tmp_path)
+    assert invoke("landscape", "--steps", 20).exit_code == 0
+    assert not (tmp_path / "runs").exists(), "no empty run folder is left without matplotlib"
+
+
+def test_stays_within_from_is_the_step_after_the_last_one_outside():
+    for surface in ("ravine", "rosenbrock"):
+        for name, r in default_rows(surface).items():
+            outside = [i for i, p in enumerate(r["path"])
+                       if K.value(SURFACES[surface].kind, *p) - SURFACES[surface].min_loss > TOLERANCE]
+            expected = None if outside and outside[-1] == len(r["path"]) - 1 else (outside[-1] + 1 if outside else 0)
+            assert r["stays_within_from"] == expected, (surface, name)
+    rows = default_rows("rosenbrock")
+    assert rows["lion"]["steps_to_tolerance"] is not None and rows["lion"]["stays_within_from"] is None
+
+
+def test_step_and_exponential_schedules_decay_ten_times_over_a_path():
+    s = SURFACES["ravine"]
+    recipe = L.recipes(s, ["rmsprop"], 300, {}, {"schedule": "step", "decay_rate": 0.1})["rmsprop"]
+    assert recipe.decay_steps == 30
+    plain = L.path(s, L.recipes(s, ["rmsprop"], 300, {}, {})["rmsprop"], 300)[0]
+    assert not np.array_equal(L.path(s, recipe, 300)[0], plain)
+    assert L.recipes(s, ["rmsprop"], 300, {}, {"schedule": "step", "decay_steps": 7})["rmsprop"].decay_steps == 7
+
+
+def test_python_api_takes_a_comma_separated_string_and_refuses_wrong_types():
+    r = L.landscape(optimizers="sgd, rmsprop", lrs={"rmsprop": None}, steps=5, figure=False)
+    assert [(x["optimizer"], x["lr"]) for x in r["optimizers"]] == [("sgd", 0.18), ("rmsprop", 0.02)]
+    from rmsprop_cli.errors import ConfigError
+
+    for bad in (dict(lrs="rmsprop=0.1"), dict(options={"warmup_steps": "5"}), dict(surface=["ravine"]),
+                dict(steps="10")):
+        with pytest.raises(ConfigError):
+            L.landscape(figure=False, **bad)
+
+
+def test_a_figure_that_cannot_be_written_exits_5(tmp_path):
+    """A folder nobody may write into, root included: sysfs refuses new files."""
+    import os
+    from pathlib import Path
+
+    target = Path("/sys/rmsprop-cli-test.png")
+    if not Path("/sys").is_dir() or os.access("/sys", os.W_OK) and os.geteuid() != 0:
+        pytest.skip("no sysfs here")
+    result = invoke("landscape", "--steps", 10, "--output", target)
+    assert result.exit_code == 5 and "cannot write /sys/rmsprop-cli-test.png" in result.output, result.output
+    assert not target.exists()
+
+
+def test_a_figure_is_written_through_the_users_link(tmp_path):
+    real, link = tmp_path / "real.png", tmp_path / "link.png"
+    link.symlink_to(real)
+    assert invoke("landscape", "--steps", 10, "--animate", "--output", link).exit_code == 0
+    assert link.is_symlink() and real.read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "real.gif").read_bytes()[:3] == b"GIF"   # beside the figure itself
