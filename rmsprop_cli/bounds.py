@@ -22,6 +22,8 @@ INTEGERS: dict[str, tuple[int, int]] = {
     "n_inputs": (1, INT_MAX), "n_classes": (1, INT_MAX),
     # options that are not part of the recipe
     "checkpoint_every": (1, INT_MAX), "early_stopping": (1, INT_MAX),
+    # a sweep's local worker processes
+    "workers": (1, 1024),
     # a path on a test surface (landscape): its points are kept, and printed by --json
     "steps": (1, 20_000),
 }

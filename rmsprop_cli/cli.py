@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from . import cli_landscape, cli_train
+from . import cli_landscape, cli_sweep, cli_train
 from .cli_common import (CheckpointArg, DataDir, Device, Json, Limit, Mirror, Threads, _device, _json, _pin_threads,
                          _reporter, _user_errors, app)
 
@@ -86,6 +86,7 @@ def predict(
 
 app.command()(cli_train.compare)
 app.command()(cli_landscape.landscape)
+app.command()(cli_sweep.sweep)
 
 
 @app.command()

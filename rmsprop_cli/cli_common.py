@@ -7,8 +7,6 @@ that `rmsprop --help` stays instant.
 
 from __future__ import annotations
 
-import json
-import math
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -116,16 +114,9 @@ def _user_errors():
 
 def _json(result) -> str:
     """Strict JSON: a NaN or infinite number (weights gone bad) becomes null."""
-    def clean(x):
-        if isinstance(x, float) and not math.isfinite(x):
-            return None
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, list):
-            return [clean(v) for v in x]
-        return x
+    from .outputs import strict_json
 
-    return json.dumps(clean(result), allow_nan=False)
+    return strict_json(result)
 
 
 def _reporter(quiet: bool):

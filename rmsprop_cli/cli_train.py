@@ -74,7 +74,7 @@ def train(
     """
     with _user_errors():
         _pin_threads(threads)
-        from . import train as training
+        from . import training
 
         options = dict(epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, activation=activation,
                        val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,

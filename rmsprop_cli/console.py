@@ -14,7 +14,7 @@ from rich.progress import (BarColumn, DownloadColumn, MofNCompleteColumn, Progre
 from rich.table import Table
 
 from .fitting import Callbacks
-from .train import evaluate_command
+from .training import evaluate_command
 
 out = Console()
 err = Console(stderr=True)

@@ -148,3 +148,21 @@ class StoppedAtOnce(KeyboardInterrupt):
 
 class ImageError(DataError):
     """A user's image that cannot be read or holds no digit."""
+
+
+class ClusterError(RmspropError):
+    """The Dask scheduler of --scheduler cannot be reached, or its workers cannot run trials."""
+
+    exit_code = 8
+
+
+class SweepInterrupted(RmspropError):
+    """SIGINT, SIGTERM or SIGHUP stopped a sweep: finished trials are kept, running ones saved
+    their checkpoints, and the same command continues it (exit 130, 143 or 129)."""
+
+    def __init__(self, folder, counts: dict, signum: int, again: str | None = None, table=None):
+        self.folder, self.table = folder, table
+        self.label, self.exit_code = stopped_by(signum)
+        again = again or f"the same sweep with output {str(folder)!r}"
+        super().__init__(f"sweep stopped: {counts['finished']} trials finished, {counts['interrupted']} saved "
+                         f"part-way and {counts['pending']} not started, in {folder}; continue it with: {again}")

@@ -12,7 +12,7 @@ from .config import build_recipe
 from .errors import ConfigError, OutputError, path_errors
 from .optim import Optimizer
 from .outputs import default_output
-from .fitting import Callbacks, Dataset, fit
+from .fitting import Callbacks, Dataset, fit, scores
 
 
 def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: str = "cpu", data_dir=None,
@@ -50,13 +50,12 @@ def compare(options: dict, names: list[str], lrs: dict[str, float], *, device: s
         backend.warm_up()
         history, _, _ = fit(recipe, backend, len(X_train), X_val, y_val, rng, cb)
         test_loss, test_correct, _ = backend.evaluate(test_images, test_labels)
-        val = [m["val_accuracy"] for m in history if m["val_accuracy"] is not None]
+        s = scores(history)
         rows.append({
             "optimizer": name, "lr": recipe.lr,
-            "final_val_accuracy": val[-1] if val else None, "best_val_accuracy": max(val) if val else None,
+            "final_val_accuracy": s["final_val_accuracy"], "best_val_accuracy": s["best_val_accuracy"],
             "test_accuracy": test_correct / len(test_images), "test_loss": test_loss / len(test_images),
-            "epochs_to_97": next((m["epoch"] for m in history if (m["val_accuracy"] or 0) >= 0.97), None),
-            "seconds": sum(m["seconds"] for m in history), "epochs": history})
+            "epochs_to_97": s["epochs_to_97"], "seconds": s["seconds"], "epochs": history})
         runs[f"{name} (lr {recipe.lr:g})"] = history
 
     from .plots import plot_comparison

@@ -30,6 +30,15 @@ class Callbacks:
     def epoch_end(self, metrics: dict) -> None: ...
 
 
+def scores(history: list[dict]) -> dict:
+    """What compare and sweep report of a run's epochs: final and best validation accuracy, the
+    first epoch at 97% validation accuracy (None: never), and the seconds of training."""
+    val = [m["val_accuracy"] for m in history if m["val_accuracy"] is not None]
+    return {"final_val_accuracy": val[-1] if val else None, "best_val_accuracy": max(val) if val else None,
+            "epochs_to_97": next((m["epoch"] for m in history if (m["val_accuracy"] or 0) >= 0.97), None),
+            "seconds": sum(m["seconds"] for m in history)}
+
+
 def split_validation(X, y, val_split: float):
     """The last val_split of the images are held out, before any shuffling (Keras' validation_split)."""
     n_train = int(math.floor(len(X) * (1.0 - val_split)))

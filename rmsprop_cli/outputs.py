@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import json
+import math
 from datetime import datetime
 from pathlib import Path
 
@@ -90,3 +92,17 @@ def resolve_output(output: Path | None, recipe: Recipe) -> Path:
     if output.suffix.lower() != ".safetensors":
         return output / "model.safetensors"
     return output
+
+
+def strict_json(obj) -> str:
+    """JSON that every parser reads: a NaN or infinite number (a loss gone bad) becomes null."""
+    def clean(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: clean(v) for k, v in x.items()}
+        if isinstance(x, (list, tuple)):
+            return [clean(v) for v in x]
+        return x
+
+    return json.dumps(clean(obj), allow_nan=False)

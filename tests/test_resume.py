@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rmsprop_cli import checkpoint, train
+from rmsprop_cli import checkpoint, training as train
 from rmsprop_cli.cli import app
 from rmsprop_cli.errors import Interrupted
 

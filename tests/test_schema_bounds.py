@@ -366,7 +366,7 @@ def test_available_memory_is_known_here():
     (["download"], "rmsprop_cli.data.fetch", "MNIST files", "--hidden"),
     (["evaluate", "m.safetensors"], "rmsprop_cli.inference.evaluate", "evaluate", "--hidden"),
     (["predict", "m.safetensors", "d.png"], "rmsprop_cli.inference.predict", "images", "--hidden"),
-    (["train"], "rmsprop_cli.train.run", "--hidden", "evaluate"),
+    (["train"], "rmsprop_cli.training.run", "--hidden", "evaluate"),
 ])
 def test_out_of_memory_messages_fit_the_command(command, target, words, never, monkeypatch):
     def exhausted(*args, **kwargs):
