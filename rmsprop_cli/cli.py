@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from . import cli_landscape, cli_sweep, cli_train
-from .cli_common import (CheckpointArg, DataDir, Device, Json, Limit, Mirror, Threads, _device, _json, _pin_threads,
+from .cli_common import (CheckpointArg, DataDir, Device, Json, Limit, Mirror, Threads, _device, _json,
                          _reporter, _user_errors, app)
 
 @app.command()
@@ -42,14 +42,10 @@ def evaluate(
 ):
     """Score a saved model on the MNIST test set: loss, accuracy, per-class accuracy, confusion matrix."""
     with _user_errors():
-        _pin_threads(threads)
-        from . import inference
+        from . import api
 
-        from .bounds import check_option
-
-        check_option("limit", limit)
-        result = inference.evaluate(checkpoint, device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None,
-                                   limit=limit, reporter=None if json_ else _reporter(False))
+        result = api.evaluate(checkpoint, device=_device(device, json_), data_dir=data_dir, mirror=mirror,
+                              limit=limit, threads=threads, reporter=None if json_ else _reporter(False))
         if json_:
             typer.echo(_json(result))
             return
@@ -72,16 +68,15 @@ def predict(
 ):
     """Classify your own digit images: the predicted digit and the three most likely, with probabilities."""
     with _user_errors():
-        _pin_threads(threads)
-        from . import inference
+        from . import api
 
-        results = inference.predict(checkpoint, images, indices=index, device=_device(device, json_))
+        result = api.predict(checkpoint, images, index=index, device=_device(device, json_), threads=threads)
         if json_:
-            typer.echo(_json({"predictions": results}))
+            typer.echo(_json(result))
             return
         from .console import render_predictions
 
-        render_predictions(results)
+        render_predictions(result["predictions"])
 
 
 app.command()(cli_train.compare)

@@ -73,14 +73,6 @@ def _device(device: str, quiet: bool) -> str:
     return resolved
 
 
-def _pin_threads(threads: int | None) -> None:
-    """--threads N pins; without it, the count is chosen by measurement (even
-    if an earlier command in this process pinned it)."""
-    from . import threads as policy
-
-    policy.pin(threads)
-
-
 @contextmanager
 def _user_errors():
     """The project's errors become one line on stderr and their exit code; Ctrl-C exits 130."""

@@ -10,7 +10,7 @@ import typer
 
 from .activations import activation_help
 from . import cli_options as O
-from .cli_common import (DataDir, Device, Json, Limit, Mirror, Threads, _device, _json, _pin_threads, _reporter,
+from .cli_common import (DataDir, Device, Json, Limit, Mirror, Threads, _device, _json, _reporter,
                          _user_errors)
 from .optim import DEFAULT_LR, NAMES, optimizer_help
 
@@ -73,8 +73,7 @@ def train(
     that resumes it (exit code 130, 143 or 129).
     """
     with _user_errors():
-        _pin_threads(threads)
-        from . import training
+        from . import api, training
 
         options = dict(epochs=epochs, batch_size=batch_size, lr=lr, hidden=hidden, activation=activation,
                        val_split=val_split, seed=seed, limit=limit, optimizer=optimizer,
@@ -90,16 +89,17 @@ def train(
         from .cli import main
 
         with training.StopSignals(then_ignore=getattr(sys.modules.get("__main__"), "main", None) is main) as signals:
-            run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output,
-                       resume=resume, checkpoint_every=checkpoint_every, early_stopping=early_stopping, stop=signals)
+            run = dict(device=_device(device, json_), data_dir=data_dir, mirror=mirror, output=output,
+                       resume=resume, checkpoint_every=checkpoint_every, early_stopping=early_stopping, stop=signals,
+                       threads=threads, **options)
             if json_:
-                typer.echo(_json(training.run(options, **run)))
+                typer.echo(_json(api.train(**run)))
             else:
                 from .console import TrainDisplay, render_train_result
 
                 display = TrainDisplay()
                 try:
-                    result = training.run(options, **run, reporter=_reporter(False), callbacks=display)
+                    result = api.train(**run, reporter=_reporter(False), callbacks=display)
                 finally:
                     display.close()
                 render_train_result(result)
@@ -140,15 +140,13 @@ def compare(
     seconds per optimizer, and draws their loss and accuracy curves (needs matplotlib: pip install 'rmsprop-cli\\[plot]').
     """
     with _user_errors():
-        _pin_threads(threads)
-        from . import experiments
+        from . import api
 
-        rates = O.rates(lr)
-        names = [n.strip() for n in optimizers.split(",") if n.strip()]
-        options = dict(epochs=epochs, batch_size=batch_size, hidden=hidden, val_split=val_split, seed=seed, limit=limit)
-        run = dict(device=_device(device, json_), data_dir=data_dir, mirrors=mirror or None, output=output)
+        run = dict(optimizers=optimizers, lr=O.rates(lr), epochs=epochs, batch_size=batch_size, hidden=hidden,
+                   val_split=val_split, seed=seed, limit=limit, device=_device(device, json_), data_dir=data_dir,
+                   mirror=mirror, output=output, threads=threads)
         if json_:
-            typer.echo(_json(experiments.compare(options, names, rates, **run)))
+            typer.echo(_json(api.compare(**run)))
             return
         from .console import TrainDisplay, render_comparison
 
@@ -161,8 +159,7 @@ def compare(
             return displays[-1]
 
         try:
-            result = experiments.compare(options, names, rates, **run, reporter=_reporter(False),
-                                      callbacks_for=callbacks_for)
+            result = api.compare(**run, reporter=_reporter(False), callbacks_for=callbacks_for)
         finally:
             if displays:
                 displays[-1].close()

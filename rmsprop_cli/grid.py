@@ -198,7 +198,8 @@ def train_command(recipe: Recipe) -> list[str]:
     args = []
     for f in fields(Recipe):
         value = getattr(recipe, f.name)
-        if f.name in ("n_inputs", "n_classes") or value == getattr(default, f.name) or value is None:
+        usual = f.default if f.name == "optimizer" else getattr(default, f.name)
+        if f.name in ("n_inputs", "n_classes") or value == usual or value is None:
             continue
         if f.name in FLAGS:
             args.append(option(f.name))

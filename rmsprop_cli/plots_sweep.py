@@ -94,7 +94,7 @@ def _tick(v) -> str:
 def _annotation(mean, spread) -> str:
     if mean is None:
         return "—"
-    return f"{100 * mean:.2f}" + (f"\n± {100 * spread:.2f}" if spread is not None else "")
+    return f"{100 * mean:.2f}%" + (f"\n± {100 * spread:.2f}" if spread is not None else "")
 
 
 def draw(table, title: str | None = None):
@@ -126,7 +126,7 @@ def draw(table, title: str | None = None):
         y = c["axes"][1]
         import numpy as np
 
-        fig, ax = plt.subplots(figsize=(1.6 + 1.25 * len(x["values"]), 1.4 + 0.85 * len(y["values"])))
+        fig, ax = plt.subplots(figsize=(max(6.0, 2.2 + 1.2 * len(x["values"])), max(3.5, 1.4 + 0.8 * len(y["values"]))))
         grid = np.array([[math.nan if m is None else m for m in row] for row in c["mean"]])
         mesh = ax.pcolormesh(x["edges"], y["edges"], np.ma.masked_invalid(grid), cmap="viridis", shading="flat")
         finite = grid[np.isfinite(grid)]

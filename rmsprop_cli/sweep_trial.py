@@ -32,7 +32,7 @@ class StopEvent:
     """On a Dask cluster: stop once the sweep has set the distributed Event of this name.
     Asked at most every `every` seconds: each is a round trip to the scheduler."""
 
-    def __init__(self, name: str, every: float = 0.5):
+    def __init__(self, name: str, every: float = 0.2):
         self.name, self.every = name, every
         self._event, self._next, self._set = None, 0.0, False
 

@@ -87,6 +87,8 @@ def _cores() -> int:
 class _Local:
     """Worker processes on this machine, spawned (a fork would copy Numba's threads' state)."""
 
+    cancels = True   # a future that has not started can be cancelled; a running one cannot
+
     def __init__(self, folder: Path, workers: int):
         self.stop_path, self.workers = folder / ".stop", workers
         self.stop_path.unlink(missing_ok=True)
@@ -118,13 +120,17 @@ class _Local:
 class _Cluster:
     """An existing Dask cluster: its scheduler's address, its workers' threads."""
 
+    # Not cancelled: Client.get_executor()'s futures never say that they run, and cancelling a running task
+    # would drop what it saves; a task that starts after the stop returns at once, "not started".
+    cancels = False
+
     def __init__(self, address: str):
         try:
             import distributed
         except ImportError:
             raise ConfigError("--scheduler needs Dask's distributed: pip install 'rmsprop-cli[cluster]'") from None
         try:
-            self.client = distributed.Client(address, timeout="10s", set_as_default=False)
+            self.client = distributed.Client(address, timeout="5s", set_as_default=False)
         except (OSError, TimeoutError, ValueError) as e:
             raise ClusterError(f"cannot reach the Dask scheduler at {address}: {e}; check the address and that "
                                "the scheduler is running (dask scheduler)") from None
@@ -186,6 +192,19 @@ def sweep(grid: dict[str, list], *, seeds: list[int] = (0,), fixed: dict | None 
     if scheduler is not None and workers is not None:
         raise ConfigError("--workers is for a local sweep; a Dask cluster runs as many trials as its workers have threads")
     folder = Path(output) if output is not None else new_folder("sweep-" + ("-".join(grid) or "seeds"))
+    try:
+        return _sweep(folder, trials, grid, seeds, fixed, scheduler, workers, device, data_dir, mirrors, reporter,
+                      progress, again, stop)
+    finally:
+        if output is None:   # a folder made for this sweep: gone if it was left empty (MNIST unreachable)
+            try:
+                os.rmdir(folder)
+            except OSError:
+                pass
+
+
+def _sweep(folder, trials, grid, seeds, fixed, scheduler, workers, device, data_dir, mirrors, reporter, progress,
+           again, stop) -> SweepTable:
     summary = folder / SWEEP_JSON
     files.make_folder(summary)
     files.check_replaceable(summary, "a sweep.json that rmsprop sweep wrote", lambda f: f.read(9) == b'{"grid": ')
@@ -263,7 +282,7 @@ def _run(folder, trials, checkpoints, rows, scheduler, workers, device, data_dir
             if stop is not None and stop() and not stopping:
                 stopping = True
                 where.request_stop()
-                for future in list(pending):
+                for future in list(pending) if where.cancels else ():
                     if future.cancel():
                         pending.pop(future)
             report()
