@@ -28,10 +28,14 @@ def _values(table, name: str) -> list:
 
 
 def _scale(values: list) -> str:
+    """log for positive numbers spanning LOG_RATIO (learning rates); log1m for decays in [0, 1) whose
+    1 − value spans it (ρ 0.5, 0.9, 0.99: memories of 2, 10 and 100 steps); else linear, or categories."""
     numbers = [v for v in values if v is not None]
     if numbers and all(type(v) in (int, float) for v in numbers) and len(numbers) == len(values):
         if min(numbers) > 0 and max(numbers) / min(numbers) >= LOG_RATIO:
             return "log"
+        if 0 <= min(numbers) and max(numbers) < 1 and (1 - min(numbers)) / (1 - max(numbers)) >= LOG_RATIO:
+            return "log1m"
         return "linear"
     return "category"
 
@@ -39,6 +43,8 @@ def _scale(values: list) -> str:
 def _positions(values: list, scale: str) -> list[float]:
     if scale == "log":
         return [math.log10(v) for v in values]
+    if scale == "log1m":   # −log10(1 − v): increasing with v, one unit per factor of 10 in 1 − v
+        return [-math.log10(1 - v) for v in values]
     if scale == "linear":
         return [float(v) for v in values]
     return [float(i) for i in range(len(values))]
@@ -87,6 +93,10 @@ def cells(table) -> dict:
             "pooled_over": others}
 
 
+def _scale_note(axis: dict) -> str:
+    return {"log": " (log scale)", "log1m": f" (log scale of 1 − {axis['option']})"}.get(axis["scale"], "")
+
+
 def _tick(v) -> str:
     return "n/a" if v is None else f"{v:g}" if type(v) in (int, float) else str(v)
 
@@ -106,7 +116,10 @@ def draw(table, title: str | None = None):
     x = c["axes"][0]
     pooled = f"; pooled over {', '.join(c['pooled_over'])}" if c["pooled_over"] else ""
     seeds = len(table.seeds)
-    heading = title or f"Mean {c['label']} over {seeds} seed{'s' * (seeds > 1)}{pooled} (± sample standard deviation)"
+    epochs = {r["recipe"]["epochs"] for r in table}
+    after = f" after {epochs.pop()} epochs" if len(epochs) == 1 else ""
+    heading = title or (f"Mean final {c['label']}{after} over {seeds} seed{'s' * (seeds > 1)}{pooled} "
+                        "(± sample standard deviation)")
     if len(c["axes"]) == 1:
         fig, ax = plt.subplots(figsize=(7, 4.5))
         pts = [(p, m, s or 0.0) for p, m, s in zip(x["positions"], c["mean"], c["spread"]) if m is not None]
@@ -139,10 +152,10 @@ def draw(table, title: str | None = None):
         bar = fig.colorbar(mesh, ax=ax, format=PercentFormatter(xmax=1))
         bar.set_label(f"mean {c['label']}")
         ax.set_yticks(y["positions"], [_tick(v) for v in y["values"]])
-        ax.set_ylabel(y["option"] + (" (log scale)" if y["scale"] == "log" else ""))
+        ax.set_ylabel(y["option"] + _scale_note(y))
         ax.set_facecolor("#dddddd")   # a cell with no finished trial
     ax.set_xticks(x["positions"], [_tick(v) for v in x["values"]])
-    ax.set_xlabel(x["option"] + (" (log scale)" if x["scale"] == "log" else ""))
+    ax.set_xlabel(x["option"] + _scale_note(x))
     ax.set_title(heading, fontsize=10)
     fig.tight_layout()
     return fig, c

@@ -262,6 +262,17 @@ def test_heatmap_cells_from_a_known_table():
     plt.close(fig)
 
 
+def test_axis_scales():
+    from rmsprop_cli import plots_sweep
+
+    got = {name: plots_sweep._scale(values) for name, values in {
+        "lr": [1e-4, 1e-3, 1e-2], "narrow": [1e-3, 3e-3], "rho": [0.5, 0.9, 0.99], "momentum": [0.0, 0.9, 0.99],
+        "optimizer": ["rmsprop", "adam"], "flags": [True, False], "missing": [0.5, None]}.items()}
+    assert got == {"lr": "log", "narrow": "linear", "rho": "log1m", "momentum": "log1m", "optimizer": "category",
+                   "flags": "category", "missing": "category"}
+    assert np.allclose(plots_sweep._positions([0.5, 0.9, 0.99], "log1m"), [math.log10(2), 1, 2])
+
+
 def test_one_swept_option_is_a_line_with_a_band():
     pytest.importorskip("matplotlib")
     from rmsprop_cli import plots_sweep
