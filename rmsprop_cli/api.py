@@ -23,10 +23,46 @@ def _recipe(command: str, options: dict, allowed=RECIPE_OPTIONS) -> dict:
     unknown = [k for k in options if k not in allowed]
     if unknown:
         raise TypeError(f"{command}() got an unexpected keyword argument {unknown[0]!r}")
-    out = {k: (None if v is False else v) for k, v in options.items()}
-    if isinstance(out.get("hidden"), (list, tuple)):
-        out["hidden"] = ",".join(map(str, out["hidden"])) or "none"
+    out = {k: (None if v is False else _plain(v)) for k, v in options.items()}
+    if isinstance(out.get("hidden"), (list, tuple, int)):
+        out["hidden"] = _widths(out["hidden"])
+    elif isinstance(out.get("hidden"), str):
+        out["hidden"] = out["hidden"].replace(":", ",")   # as the grid writes them
     return out
+
+
+def _plain(value):
+    """A numpy number as the Python number it holds (np.float32(0.1) is 0.10000000149011612)."""
+    import numbers
+
+    if type(value) in (int, float, bool):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return value
+
+
+def _widths(value) -> str:
+    """Hidden widths for the library: 128, (128, 64) or "128,64" as "128,64"."""
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(_plain(w)) for w in value) or "none"
+    return str(_plain(value))
+
+
+def _grid_value(key: str, value):
+    """One value of a grid given in Python: text is parsed as --grid parses it; numbers and flags kept."""
+    from .errors import ConfigError
+
+    if isinstance(value, str):
+        return parse_value(key, value)
+    if key == "hidden":
+        return _widths(value)
+    value = _plain(value)
+    if value is None or not isinstance(value, (int, float, bool)):
+        raise ConfigError(f"grid {key!r}: {value!r} is not a value of --{key.replace('_', '-')}")
+    return value
 
 
 def _mirrors(mirror) -> list[str] | None:
@@ -113,14 +149,13 @@ def sweep(grid=None, *, seeds=(0,), workers=None, scheduler=None, output=None, d
     elif isinstance(grid, dict):
         parsed = {}
         for name, values in grid.items():
-            values = [values] if isinstance(values, (str, int, float)) else list(values)
             if not isinstance(name, str):
                 raise ConfigError(f"grid keys are option names such as 'lr'; got {name!r}")
             key = field_name(name)
+            values = [values] if isinstance(values, (str, bytes)) or not hasattr(values, "__iter__") else list(values)
             if not values:
                 raise ConfigError(f"grid {name!r} lists no value")
-            parsed[key] = list(dict.fromkeys(parse_value(key, v) if isinstance(v, str) else
-                                             (",".join(map(str, v)) if key == "hidden" else v) for v in values))
+            parsed[key] = list(dict.fromkeys(_grid_value(key, v) for v in values))
         grid = parsed
     else:
         raise ConfigError("grid is {option: [values]}, such as {'lr': [1e-3, 3e-3]}")

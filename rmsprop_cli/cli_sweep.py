@@ -59,7 +59,10 @@ def sweep(
         again = again if sys.argv[1:2] == ["sweep"] else None
         run = dict(grid=grid or [], seeds=seeds, workers=workers, scheduler=scheduler, output=output,
                    data_dir=data_dir, mirror=mirror or None, device=_device(device, json_), **options)
-        with StopSignals() as signals:
+        from .cli import main
+
+        # As train's: when this process is the console script, a signal after the table stays ignored.
+        with StopSignals(then_ignore=getattr(sys.modules.get("__main__"), "main", None) is main) as signals:
             if json_:
                 table = api.sweep(**run, again=again, stop=signals)
                 typer.echo(_json(table.to_dict()))

@@ -75,11 +75,11 @@ def render_sweep(table, console: Console = out) -> None:
     # Piped (a file, a log), the table is as wide as it needs; on a terminal, as wide as that.
     from rich.measure import Measurement
 
-    wide = Measurement.get(console, console.options, t).maximum
+    wide = Measurement.get(console, console.options.update(max_width=10_000), t).maximum
     console.print(t, width=None if console.is_terminal else max(console.width, wide), crop=console.is_terminal)
     console.print(f"Results: [bold]{escape(str(table.folder))}[/bold] (sweep.csv, sweep.json, trials/)",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     if table.figure:
-        console.print(f"Figure: [bold]{escape(str(table.figure))}[/bold]", highlight=False)
+        console.print(f"Figure: [bold]{escape(str(table.figure))}[/bold]", highlight=False, soft_wrap=True)
     elif table.figure_note:
         console.print(f"[yellow]No figure:[/yellow] {escape(table.figure_note)}", highlight=False, soft_wrap=True)

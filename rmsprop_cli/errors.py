@@ -166,3 +166,13 @@ class SweepInterrupted(RmspropError):
         again = again or f"the same sweep with output {str(folder)!r}"
         super().__init__(f"sweep stopped: {counts['finished']} trials finished, {counts['interrupted']} saved "
                          f"part-way and {counts['pending']} not started, in {folder}; continue it with: {again}")
+
+
+class SweepWorkersDied(RmspropError):
+    """The local worker processes died as they started, before any trial."""
+
+    def __init__(self):
+        super().__init__(
+            "the sweep's worker processes died as they started, before any trial: a Python script that calls "
+            "sweep() must do so under `if __name__ == \"__main__\":` (the workers are started afresh and import "
+            "it), and cannot be read from standard input; see the errors above")

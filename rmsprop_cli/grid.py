@@ -12,7 +12,7 @@ import itertools
 import json
 from dataclasses import dataclass, fields, replace
 
-from .bounds import INTEGERS, option, parse_hidden, shown
+from .bounds import FLOATS, INTEGERS, option, parse_hidden, shown
 from .config import CHOICES, OPTIMIZER_FIELDS, Recipe, build_recipe
 from .errors import ConfigError
 from .hyper import DECAYING
@@ -41,6 +41,8 @@ def parse_value(name: str, text: str):
     """One grid value, typed as `rmsprop train` types the option (hidden widths are written 128:64)."""
     t = text.strip()
     try:
+        if not t.isascii():   # int() and float() would take other scripts' digits
+            raise ValueError
         if name == "hidden":
             return ",".join(map(str, parse_hidden(t.replace(":", ",")))) or "none"
         if name in FLAGS:
@@ -79,7 +81,7 @@ def parse_seeds(text: str | list | None) -> list[int]:
     """--seeds 0,1,2 (default: 0)."""
     if text is None:
         return [0]
-    parts = text.split(",") if isinstance(text, str) else list(text)
+    parts = text.split(",") if isinstance(text, str) else [text] if isinstance(text, int) else list(text)
     if len(parts) > MAX_VALUES:
         raise ConfigError(f"--seeds lists {len(parts)} seeds; at most {MAX_VALUES} are allowed")
     lo, hi = INTEGERS["seed"]
@@ -118,7 +120,11 @@ class Trial:
 def trial_name(recipe: Recipe) -> str:
     """`<recipe>-seed<seed>-<hash>`: the recipe's short name and a digest of all of it, so that
     a trial of the same command run again finds its own checkpoint, and no other."""
-    digest = hashlib.sha256(json.dumps(recipe.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+    d = recipe.to_dict()
+    for name in FLOATS:   # lr=1 from Python and --lr 1.0 are one trial
+        if type(d.get(name)) is int:
+            d[name] = float(d[name])
+    digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
     return f"{recipe.describe()}-seed{recipe.seed}-{digest}"
 
 
@@ -147,7 +153,7 @@ def expand(grid: dict[str, list], fixed: dict, seeds: list[int]) -> list[Trial]:
     that applies to none of them is refused, as is a combination that `rmsprop train` would refuse."""
     names = list(grid)
     for name in names:
-        if fixed.get(name) not in (None, False):
+        if fixed.get(name) is not None and fixed.get(name) is not False:   # 0 is given
             raise ConfigError(f"{option(name)} is both given and swept by --grid; give it one way")
     count = len(seeds)
     for values in grid.values():

@@ -10,6 +10,8 @@ import statistics
 from pathlib import Path
 
 LOG_RATIO = 10   # an axis of positive numbers spanning this factor or more is drawn on a log scale
+MAX_VALUES = 60  # values on an axis that a figure can show legibly (and draw in bounded time)
+MAX_LABELLED = 400   # cells annotated with mean ± spread; more would overlap
 
 
 def _metric(table) -> tuple[str, str]:
@@ -77,11 +79,12 @@ def cells(table) -> dict:
 
     def cell(*index):
         chosen = {a["option"]: a["values"][i] for a, i in zip(axes, index)}
-        scores = [r[metric] for r in table if r["status"] == "finished" and r[metric] is not None
-                  and all(r["options"].get(k) == v for k, v in chosen.items())]
+        done = [r for r in table if r["status"] == "finished" and all(r["options"].get(k) == v
+                                                                      for k, v in chosen.items())]
+        scores = [r[metric] for r in done if r[metric] is not None]
         mean = statistics.fmean(scores) if scores else None
         spread = statistics.stdev(scores) if len(scores) > 1 else None
-        return mean, spread, len(scores)
+        return mean, spread, len(scores), len(done)
 
     if len(axes) == 1:
         got = [cell(i) for i in range(shape[0])]
@@ -90,7 +93,7 @@ def cells(table) -> dict:
     pick = (lambda k: [g[k] for g in got]) if len(axes) == 1 else (lambda k: [[g[k] for g in row] for row in got])
     others = list(table.grid)[2:]
     return {"axes": axes, "metric": metric, "label": label, "mean": pick(0), "spread": pick(1), "count": pick(2),
-            "pooled_over": others}
+            "finished": pick(3), "pooled_over": others}
 
 
 def _scale_note(axis: dict) -> str:
@@ -101,9 +104,9 @@ def _tick(v) -> str:
     return "n/a" if v is None else f"{v:g}" if type(v) in (int, float) else str(v)
 
 
-def _annotation(mean, spread) -> str:
+def _annotation(mean, spread, finished: int = 0) -> str:
     if mean is None:
-        return "—"
+        return "no validation\nset" if finished else "—"
     return f"{100 * mean:.2f}%" + (f"\n± {100 * spread:.2f}" if spread is not None else "")
 
 
@@ -111,8 +114,14 @@ def draw(table, title: str | None = None):
     """The matplotlib Figure of `cells(table)`, and those cells."""
     from .plots import _pyplot
 
-    plt, _, PercentFormatter = _pyplot()
+    from .errors import ConfigError
+
     c = cells(table)
+    sizes = [len(a["values"]) for a in c["axes"]]
+    if max(sizes) > MAX_VALUES:
+        raise ConfigError(f"no figure: {max(sizes)} values of one option are more than a figure shows legibly "
+                          f"({MAX_VALUES}); the results are in sweep.csv and sweep.json")
+    plt, _, PercentFormatter = _pyplot()
     x = c["axes"][0]
     pooled = f"; pooled over {', '.join(c['pooled_over'])}" if c["pooled_over"] else ""
     seeds = len(table.seeds)
@@ -133,7 +142,8 @@ def draw(table, title: str | None = None):
                             textcoords="offset points", xytext=(0, 8), ha="center", fontsize=8)
         ax.yaxis.set_major_formatter(PercentFormatter(xmax=1))
         ax.set_ylabel(c["label"])
-        ax.legend(loc="lower right")
+        if pts:
+            ax.legend(loc="lower right")
         ax.grid(True, alpha=0.3)
     else:
         y = c["axes"][1]
@@ -147,8 +157,9 @@ def draw(table, title: str | None = None):
         for j, yp in enumerate(y["positions"]):
             for i, xp in enumerate(x["positions"]):
                 m, s = c["mean"][j][i], c["spread"][j][i]
-                ax.text(xp, yp, _annotation(m, s), ha="center", va="center", fontsize=8,
-                        color="black" if m is not None and m > middle else "white" if m is not None else "grey")
+                if sizes[0] * sizes[1] <= MAX_LABELLED:
+                    ax.text(xp, yp, _annotation(m, s, c["finished"][j][i]), ha="center", va="center", fontsize=8,
+                            color="black" if m is not None and m > middle else "white" if m is not None else "grey")
         bar = fig.colorbar(mesh, ax=ax, format=PercentFormatter(xmax=1))
         bar.set_label(f"mean {c['label']}")
         ax.set_yticks(y["positions"], [_tick(v) for v in y["values"]])

@@ -1,6 +1,6 @@
 """`rmsprop sweep`: every trial of a grid, run side by side on a concurrent.futures
 Executor (local worker processes, one thread each, or a Dask cluster's
-Client.get_executor(): one code path), recorded as each ends so that the same
+Client.get_executor(): one code path, sweep_pools.py), recorded as each ends so that the same
 command run again skips finished trials, continues interrupted ones from their
 checkpoints and reruns failed ones.
 
@@ -13,18 +13,17 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from concurrent.futures import FIRST_COMPLETED, CancelledError, wait
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from . import files
-from .errors import ClusterError, ConfigError, OutputError, SweepInterrupted, path_errors
+from .errors import ClusterError, ConfigError, OutputError, SweepInterrupted, SweepWorkersDied, path_errors
 from .grid import Trial, expand, train_options
 from .outputs import new_folder, strict_json, write_metrics
 from .signals import signum_of, stopped_by_signals
-from .sweep_table import SweepTable, trial_row
-from .sweep_trial import StopEvent, StopFile, init_worker, run_trial
+from .sweep_table import SCORES, SweepTable, trial_row
+from .sweep_pools import Cluster, Local, check_scheduler, cores
 
 RETRIES = 2   # a trial whose local worker process died (killed, out of memory) is run again this often
 SWEEP_JSON = "sweep.json"
@@ -39,17 +38,39 @@ def _checkpoint_path(folder: Path, name: str) -> Path:
 
 
 def _read_record(folder: Path, trial: Trial) -> dict | None:
+    """A trial's record, if it is one that this trial's recipe wrote and whole; else None (rerun it).
+    Its row is rebuilt around the trial as this sweep names it (another grid may have written it)."""
     try:
         record = json.loads(_record_path(folder, trial.name).read_text())
     except (OSError, ValueError):
         return None
-    return record if isinstance(record, dict) and record.get("recipe") == trial.recipe.to_dict() else None
+    if not (isinstance(record, dict) and record.get("recipe") == trial.recipe.to_dict()
+            and record.get("status") in ("finished", "diverged", "failed", "interrupted")):
+        return None
+    done = record["status"] == "finished"
+    scores = {k: record.get(k) for k in (*SCORES, "test_loss")}
+    if done and not (all(isinstance(scores[k], (int, float)) or scores[k] is None for k in scores)
+                     and isinstance(record.get("epochs"), list) and isinstance(scores["test_accuracy"], float)):
+        return None
+    result = {"test_accuracy": scores["test_accuracy"], "test_loss": scores["test_loss"],
+              "epochs": record["epochs"]} if done else None
+    try:
+        return trial_row(trial, record["status"], result, checkpoint=_checkpoint_path(folder, trial.name) if done
+                         else None, error=_text(record.get("error")), worker=_text(record.get("worker")),
+                         diverged_at=record.get("diverged_at") if isinstance(record.get("diverged_at"), dict) else None)
+    except (KeyError, TypeError, ValueError):   # epochs of another shape: not a record this version wrote
+        return None
 
 
-def plan(folder: Path, trials: list[Trial]) -> tuple[dict[str, dict], dict[str, bytes | None]]:
+def _text(value) -> str | None:
+    return value[:2000] if isinstance(value, str) else None
+
+
+def plan(folder: Path, trials: list[Trial]) -> tuple[dict[str, dict], dict[str, Path | None]]:
     """What the folder already holds: ({name: row} of the trials that are done, finished with their
-    checkpoint or diverged (which a rerun would repeat exactly)), and {name: checkpoint bytes or None}
-    of those to run, an interrupted trial from its checkpoint and a failed one from the start."""
+    checkpoint or diverged (which a rerun would repeat exactly)), and {name: its checkpoint or None}
+    of those to run: an interrupted trial (or one whose record was lost) from its checkpoint, a
+    failed one from the start."""
     done, todo = {}, {}
     for trial in trials:
         record = _read_record(folder, trial)
@@ -58,11 +79,7 @@ def plan(folder: Path, trials: list[Trial]) -> tuple[dict[str, dict], dict[str, 
         if status == "diverged" or (status == "finished" and ckpt.is_file()):
             done[trial.name] = record
             continue
-        resume = None
-        if status != "failed" and ckpt.is_file():
-            with path_errors(OutputError, ckpt, "read"):
-                resume = ckpt.read_bytes()
-        todo[trial.name] = resume
+        todo[trial.name] = ckpt if status != "failed" and ckpt.is_file() else None
     return done, todo
 
 
@@ -74,103 +91,15 @@ def _save(folder: Path, trial: Trial, outcome: dict) -> dict:
         files.atomic_write(ckpt, outcome["checkpoint"])
         if outcome["result"] is not None:
             write_metrics(ckpt, outcome["result"]["epochs"])
+    error = outcome.get("error")
+    if error and outcome.get("temporary"):   # the worker's copy is gone: name the sweep's
+        error = error.replace(outcome["temporary"], str(ckpt))
     row = trial_row(trial, outcome["status"], outcome.get("result"), checkpoint=ckpt if kept else None,
-                    error=outcome.get("error"), worker=outcome.get("worker"), diverged_at=outcome.get("diverged_at"))
+                    error=error, worker=outcome.get("worker"), diverged_at=outcome.get("diverged_at"))
+    if outcome["status"] == "interrupted":
+        row["epochs_trained"] = outcome.get("epochs_trained", 0)
     files.atomic_write(_record_path(folder, trial.name), json.dumps(row).encode())
     return row
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-class _Local:
-    """Worker processes on this machine, spawned (a fork would copy Numba's threads' state)."""
-
-    cancels = True   # a future that has not started can be cancelled; a running one cannot
-
-    def __init__(self, folder: Path, workers: int):
-        self.stop_path, self.workers = folder / ".stop", workers
-        self.stop_path.unlink(missing_ok=True)
-        self.executor = self._pool()
-
-    def _pool(self):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=init_worker)
-
-    def stop_token(self):
-        return StopFile(self.stop_path)
-
-    def renew(self):
-        """A new pool, after one of its processes died and broke the pool."""
-        self.executor.shutdown(wait=False, cancel_futures=True)
-        self.executor = self._pool()
-
-    def request_stop(self):
-        self.stop_path.touch()
-
-    def close(self):
-        self.executor.shutdown(wait=True, cancel_futures=True)
-        self.stop_path.unlink(missing_ok=True)
-
-
-class _Cluster:
-    """An existing Dask cluster: its scheduler's address, its workers' threads."""
-
-    # Not cancelled: Client.get_executor()'s futures never say that they run, and cancelling a running task
-    # would drop what it saves; a task that starts after the stop returns at once, "not started".
-    cancels = False
-
-    def __init__(self, address: str):
-        try:
-            import distributed
-        except ImportError:
-            raise ConfigError("--scheduler needs Dask's distributed: pip install 'rmsprop-cli[cluster]'") from None
-        try:
-            self.client = distributed.Client(address, timeout="5s", set_as_default=False)
-        except (OSError, TimeoutError, ValueError) as e:
-            raise ClusterError(f"cannot reach the Dask scheduler at {address}: {e}; check the address and that "
-                               "the scheduler is running (dask scheduler)") from None
-        try:
-            versions = self.client.run(_installed)   # every worker, now: a missing package is one line, not N trials
-        except Exception as e:
-            self.client.close()
-            raise ClusterError(f"the Dask workers at {address} cannot run trials: {e}") from None
-        from . import __version__
-
-        wrong = {w: v for w, v in versions.items() if v != __version__}
-        if wrong:
-            self.client.close()
-            worker, version = next(iter(wrong.items()))
-            raise ClusterError(f"Dask worker {worker} has rmsprop-cli {version or 'not installed'}, this sweep "
-                               f"{__version__}: install the same version on every worker")
-        self.workers = max(1, sum(self.client.nthreads().values()))
-        self.executor = self.client.get_executor()
-        self.event = distributed.Event(f"rmsprop-sweep-stop-{uuid.uuid4().hex}", client=self.client)
-
-    def stop_token(self):
-        return StopEvent(self.event.name)
-
-    def renew(self):   # Dask reschedules the tasks of a lost worker itself
-        pass
-
-    def request_stop(self):
-        self.event.set()
-
-    def close(self):
-        self.client.close()
-
-
-def _installed():
-    """On a worker: the rmsprop-cli version installed there, or None.  Sent by value (cloudpickle)."""
-    try:
-        import rmsprop_cli
-    except ImportError:
-        return None
-    return rmsprop_cli.__version__
 
 
 @stopped_by_signals
@@ -180,35 +109,65 @@ def sweep(grid: dict[str, list], *, seeds: list[int] = (0,), fixed: dict | None 
     """Train every trial of the grids (parsed: {field: [values]}) over the seeds, with `fixed` the other
     options (None: not given), into the folder `output` (default: a new runs/<time>-sweep-<names>).
 
-    Trials run `workers` at a time (default: one per core) in local processes, or on the Dask cluster
-    whose scheduler is at `scheduler`.  progress(counts, total) is called as trials end.  On a stop
-    (SIGINT, SIGTERM, SIGHUP by default), running trials save what they trained and SweepInterrupted
-    is raised, saying to run `again` (the command, or a function of the folder giving it) to continue."""
+    Trials run `workers` at a time (default: one per core, fewer if memory holds fewer) in local
+    processes, or on the Dask cluster whose scheduler is at `scheduler`.  progress(counts, total,
+    running) is called as trials end.  On a stop (SIGINT, SIGTERM, SIGHUP by default), running trials
+    save what they trained and SweepInterrupted is raised, saying to run `again` (the command, or a
+    function of the folder giving it) to continue."""
     from .bounds import check_option
 
     fixed = dict(fixed or {})
     check_option("workers", workers)
     trials = expand(grid, fixed, list(seeds))
-    if scheduler is not None and workers is not None:
-        raise ConfigError("--workers is for a local sweep; a Dask cluster runs as many trials as its workers have threads")
+    if scheduler is not None:
+        check_scheduler(scheduler)
+        if workers is not None:
+            raise ConfigError("--workers is for a local sweep; a Dask cluster runs as many trials as its workers "
+                              "have threads")
+    else:
+        from .backends import resolve_device
+
+        device, _ = resolve_device(device)   # here, not in every trial
+        workers = _fitting(trials, workers or cores())
+    if output is not None and Path(output).suffix.lower() in (".safetensors", ".png", ".csv", ".json"):
+        raise ConfigError(f"--output {output}: a sweep's output is a folder, to hold sweep.json, sweep.csv, sweep.png "
+                          "and trials/")
     folder = Path(output) if output is not None else new_folder("sweep-" + ("-".join(grid) or "seeds"))
     try:
         return _sweep(folder, trials, grid, seeds, fixed, scheduler, workers, device, data_dir, mirrors, reporter,
                       progress, again, stop)
     finally:
         if output is None:   # a folder made for this sweep: gone if it was left empty (MNIST unreachable)
-            try:
-                os.rmdir(folder)
-            except OSError:
-                pass
+            for empty in (folder / "trials", folder):
+                try:
+                    os.rmdir(empty)
+                except OSError:
+                    pass
+
+
+def _fitting(trials: list[Trial], workers: int) -> int:
+    """Local workers: no more than memory holds side by side; a trial that alone does not fit is refused."""
+    from . import memory
+    from .optim import Optimizer
+
+    need = 0
+    for t in {t.recipe.sizes + (t.recipe.optimizer, t.recipe.batch_size): t for t in trials}.values():
+        n_buffers = len(Optimizer(t.recipe, 1).state_names)
+        memory.check_training(t.recipe, n_buffers)
+        need = max(need, memory.training_bytes(t.recipe, n_buffers, threads=1))
+    avail = memory.available()
+    return max(1, min(workers, avail // need)) if avail else workers
 
 
 def _sweep(folder, trials, grid, seeds, fixed, scheduler, workers, device, data_dir, mirrors, reporter, progress,
            again, stop) -> SweepTable:
-    summary = folder / SWEEP_JSON
+    summary, table_csv = files.through_links(folder / SWEEP_JSON), files.through_links(folder / "sweep.csv")
     files.make_folder(summary)
     files.check_replaceable(summary, "a sweep.json that rmsprop sweep wrote", lambda f: f.read(9) == b'{"grid": ')
+    files.check_replaceable(table_csv, "a sweep.csv that rmsprop sweep wrote",
+                            lambda f: b",seed,status,final_val_accuracy," in b"," + f.readline(4096))
     with files.OutputLock(summary):
+        files.check_writable(folder / "trials" / "x.safetensors")   # before any trial, not after the first
         done, todo = plan(folder, trials)
         rows = dict(done)
         by_name = {t.name: t for t in trials}
@@ -218,92 +177,118 @@ def _sweep(folder, trials, grid, seeds, fixed, scheduler, workers, device, data_
                 from . import data
 
                 data.fetch(data.MNIST_FILES.values(), data_dir, mirrors, reporter)
-            stopped = _run(folder, [by_name[n] for n in todo], todo, rows, scheduler, workers, device, data_dir,
-                           mirrors, progress, stop, len(trials))
-        table = _finish(folder, trials, rows, grid, seeds, fixed, figure=not stopped)
+            where = Local(folder, min(workers, len(todo))) if scheduler is None else Cluster(scheduler)
+            stopped = _run(folder, where, [by_name[n] for n in todo], todo, rows,
+                           dict(device=device, data_dir=data_dir, mirrors=mirrors), progress, stop, len(trials))
+        table = _finish(folder, trials, rows, grid, seeds, fixed, figure=not stopped, paths=(summary, table_csv))
         if stopped:
             raise SweepInterrupted(folder, table.counts, signum_of(stop), again(folder) if callable(again) else again,
                                    table)
         return table
 
 
-def _run(folder, trials, checkpoints, rows, scheduler, workers, device, data_dir, mirrors, progress, stop,
-         total) -> bool:
-    """Run the trials to their end, or until stop() (then: True)."""
+def _run(folder, where, trials, checkpoints, rows, common, progress, stop, total) -> bool:
+    """Run the trials to their end, or until stop(): then True, unless every trial had ended anyway.
+
+    At most twice the workers' threads are submitted at a time, so that a checkpoint to continue from
+    is read only when its trial is sent, and a cluster that grows gets more."""
     if hasattr(stop, "training"):
         stop.training = True   # from here a signal is a request: trials save what they have trained
-    where = _Local(folder, min(workers or _cores(), len(trials))) if scheduler is None else _Cluster(scheduler)
     token = where.stop_token()
+    queue = list(reversed(trials))
     pending, stopping = {}, False
     strikes = {t.name: 0 for t in trials}
     generation = 0
 
-    def submit(trial, checkpoint):
-        task = {"name": trial.name, "options": train_options(trial.recipe), "checkpoint": checkpoint,
-                "device": device, "data_dir": data_dir, "mirrors": mirrors, "stop": token}
-        pending[where.executor.submit(run_trial, task)] = (trial, generation)
+    def submit(trial):
+        path = checkpoints[trial.name]
+        with path_errors(OutputError, path, "read"):
+            data = path.read_bytes() if path is not None else None
+        task = {"name": trial.name, "options": train_options(trial.recipe), "checkpoint": data, "stop": token,
+                **common}
+        pending[where.submit(task)] = (trial, generation)
 
     def report():
         if progress is not None:
             counts = {s: sum(r["status"] == s for r in rows.values())
                       for s in ("finished", "diverged", "failed", "interrupted")}
-            progress(counts, total, min(len(pending), where.workers))
+            progress(counts, total, min(len(pending), where.capacity()))
+
+    def broken(trial, gen):
+        """The local pool lost a process: the trial that ran in it has a strike; every trial of the pool
+        is sent again (the pool ended them all), each from its last saved checkpoint."""
+        nonlocal generation
+        if gen == generation:
+            dead, started = where.lost()
+            if not started and generation == 0:
+                raise SweepWorkersDied()
+            for name in dead:
+                strikes[name] += 1
+            where.renew()
+            generation += 1
+        if stopping:
+            return
+        if strikes[trial.name] <= RETRIES:
+            queue.append(trial)
+        else:
+            rows[trial.name] = _save(folder, trial, {
+                "status": "failed", "result": None,
+                "error": f"its worker process died {strikes[trial.name]} times (killed, or out of memory)"})
 
     try:
-        for trial in trials:
-            submit(trial, checkpoints[trial.name])
-        report()
-        while pending:
+        while pending or (queue and not stopping):
+            while queue and not stopping and len(pending) < 2 * where.capacity():
+                submit(queue.pop())
+            report()
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in finished:
                 trial, gen = pending.pop(future)
                 try:
                     outcome = future.result()
                 except CancelledError:
+                    if not stopping:   # not ours: the cluster dropped it (its scheduler gone)
+                        raise ClusterError("the Dask scheduler stopped answering, or dropped the trials; the "
+                                           f"trials that ended are saved in {folder}: run the same command again, "
+                                           "with a scheduler that is up, to continue") from None
                     continue
                 except BrokenProcessPool:
-                    strikes[trial.name] += 1
-                    if gen == generation:
-                        where.renew()
-                        generation += 1
-                    if strikes[trial.name] <= RETRIES and not stopping:
-                        submit(trial, checkpoints[trial.name])
-                    elif not stopping:
-                        rows[trial.name] = _save(folder, trial, {
-                            "status": "failed", "result": None,
-                            "error": f"its worker process died {strikes[trial.name]} times (killed, or out of memory)"})
+                    broken(trial, gen)
                     continue
                 except Exception as e:   # from the cluster: a worker lost too often (KilledWorker), a lost connection
                     outcome = {"status": "failed", "result": None, "error": f"{type(e).__name__}: {e}"}
                 if outcome["status"] != "not started":
                     rows[trial.name] = _save(folder, trial, outcome)
                 if outcome["status"] == "interrupted":
-                    checkpoints[trial.name] = outcome["checkpoint"]
+                    checkpoints[trial.name] = _checkpoint_path(folder, trial.name)
             if stop is not None and stop() and not stopping:
                 stopping = True
                 where.request_stop()
                 for future in list(pending) if where.cancels else ():
                     if future.cancel():
                         pending.pop(future)
-            report()
+        report()
+    except BaseException:
+        where.request_stop()   # an error here (a full disk): the running trials stop, and close() waits for them
+        raise
     finally:
         where.close()
-    return stopping
+    return stopping and any(rows.get(t.name, {}).get("status") in (None, "interrupted") for t in trials)
 
 
-def _finish(folder, trials, rows, grid, seeds, fixed, figure=True) -> SweepTable:
+def _finish(folder, trials, rows, grid, seeds, fixed, figure=True, paths=None) -> SweepTable:
     """sweep.json, sweep.csv and (unless stopped) the figure, from every trial's row (pending: not run yet)."""
+    summary, table_csv = paths or (folder / SWEEP_JSON, folder / "sweep.csv")
     table = SweepTable([rows.get(t.name) or trial_row(t, "pending") for t in trials], grid=grid, seeds=list(seeds),
                        fixed={k: v for k, v in fixed.items() if v is not None and v is not False}, folder=folder)
-    files.atomic_write(folder / "sweep.csv", table.to_csv().encode())
+    files.atomic_write(table_csv, table.to_csv().encode())
     if grid and figure:
         from .plots_sweep import plot_sweep
 
         try:
             table.figure = plot_sweep(table, folder / "sweep.png")
-        except ConfigError as e:   # matplotlib is an optional extra: the table still stands
+        except ConfigError as e:   # matplotlib is an optional extra, and a figure has a size: the table stands
             table.figure_note = str(e)
         except OutputError as e:
             table.figure_note, table.figure_error = str(e), e
-    files.atomic_write(folder / SWEEP_JSON, strict_json(table.to_dict()).encode())
+    files.atomic_write(summary, strict_json(table.to_dict()).encode())
     return table

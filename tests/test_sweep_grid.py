@@ -94,6 +94,8 @@ def test_options_apply_only_to_the_optimizers_that_take_them():
     ({"optimizer": ["adam", "sgd"], "centered": [True, False]}, {}, "--centered applies to none"),
     ({"rho": [0.5]}, {"optimizer": "adam"}, "does not apply to --optimizer adam"),
     ({"lr": [1e-3]}, {"lr": 1e-2}, "both given and swept"),
+    ({"weight_decay": [1e-3]}, {"weight_decay": 0.0}, "both given and swept"),
+    ({"warmup_steps": [10]}, {"warmup_steps": 0}, "both given and swept"),
     ({"centered": [True, False]}, {"bias_correction": True}, "combination centered=True"),
     ({"lr": [-1.0, 1e-3]}, {}, "combination lr=-1.0"),
     ({"lr": [1e-3] * 1, "rho": [i / 200 for i in range(101)]}, {}, None),
@@ -160,7 +162,10 @@ def test_plan_reads_what_each_trial_left(tmp_path):
     done, todo = sweeps.plan(tmp_path, trials)
     assert set(done) == {finished.name, diverged.name}
     assert done[finished.name]["test_accuracy"] == 0.9 and done[diverged.name]["status"] == "diverged"
-    assert todo == {failed.name: None, interrupted.name: b"CKPT-interrupted", lost.name: None, fresh.name: None}
+    trials_dir = tmp_path / "trials"
+    assert todo == {failed.name: None, interrupted.name: trials_dir / f"{interrupted.name}.safetensors",
+                    lost.name: None, fresh.name: None}
+    assert todo[interrupted.name].read_bytes() == b"CKPT-interrupted"
     assert (tmp_path / "trials" / f"{finished.name}.metrics.csv").read_text().startswith("epoch,loss,accuracy")
 
 
@@ -171,9 +176,40 @@ def test_plan_ignores_a_record_of_another_recipe(tmp_path):
     (tmp_path / "trials" / f"{other.name}.json").rename(tmp_path / "trials" / f"{trial.name}.json")
     (tmp_path / "trials" / f"{other.name}.safetensors").rename(tmp_path / "trials" / f"{trial.name}.safetensors")
     done, todo = sweeps.plan(tmp_path, [trial])
-    assert done == {} and todo == {trial.name: b"CKPT-finished"}   # its checkpoint: training.run checks its recipe
+    # Its checkpoint is sent to be continued: training.run checks its recipe, and one that has trained
+    # every epoch is evaluated rather than trained (sweep_trial._finished).
+    assert done == {} and todo == {trial.name: tmp_path / "trials" / f"{trial.name}.safetensors"}
     (tmp_path / "trials" / f"{trial.name}.json").write_text("{not json")
     assert sweeps.plan(tmp_path, [trial])[0] == {}
+
+
+@pytest.mark.parametrize("damage", [
+    lambda r: {k: v for k, v in r.items() if k != "status"}, lambda r: {**r, "status": "done"},
+    lambda r: {k: v for k, v in r.items() if k != "epochs"}, lambda r: {**r, "test_accuracy": "0.9"},
+    lambda r: {**r, "epochs": [{"epoch": 1}]}, lambda r: [r], lambda r: {**r, "epochs": "many"},
+])
+def test_a_damaged_record_means_the_trial_runs_again(damage, tmp_path):
+    (trial,) = g.expand({"lr": [1e-3]}, {}, [0])
+    row = sweeps._save(tmp_path, trial, _outcome("finished"))
+    (tmp_path / "trials" / f"{trial.name}.json").write_text(json.dumps(damage(row)))
+    done, todo = sweeps.plan(tmp_path, [trial])
+    assert done == {} and trial.name in todo
+
+
+def test_a_record_from_another_grid_is_named_as_this_sweep_names_it(tmp_path):
+    (old,) = g.expand({"lr": [1e-3]}, {"epochs": 2}, [0])
+    sweeps._save(tmp_path, old, _outcome("finished"))
+    (new,) = g.expand({"lr": [1e-3], "rho": [0.9]}, {"epochs": 2}, [0])   # rho 0.9 is the default: one recipe
+    assert new.name == old.name
+    copy = tmp_path / "copy"
+    import shutil
+
+    shutil.copytree(tmp_path / "trials", copy / "trials")
+    done, _ = sweeps.plan(copy, [new])
+    row = done[new.name]
+    assert row["options"] == {"lr": 1e-3, "rho": 0.9} and row["checkpoint"] == str(copy / "trials" /
+                                                                                   f"{new.name}.safetensors")
+    assert row["test_accuracy"] == 0.9 and row["epochs_trained"] == 2
 
 
 # ---- the summary over seeds ---------------------------------------------------------------------
@@ -271,6 +307,55 @@ def test_axis_scales():
     assert got == {"lr": "log", "narrow": "linear", "rho": "log1m", "momentum": "log1m", "optimizer": "category",
                    "flags": "category", "missing": "category"}
     assert np.allclose(plots_sweep._positions([0.5, 0.9, 0.99], "log1m"), [math.log10(2), 1, 2])
+
+
+def test_cells_without_a_validation_set_and_too_many_values():
+    pytest.importorskip("matplotlib")
+    from rmsprop_cli import plots_sweep
+
+    trials = g.expand({"val_split": [0.0, 0.2], "lr": [1e-3, 3e-3]}, {"epochs": 2}, [0])
+    rows = []
+    for t in trials:
+        result = _outcome("finished")["result"]
+        if t.recipe.val_split == 0:
+            result["epochs"] = [{**m, "val_loss": None, "val_accuracy": None} for m in result["epochs"]]
+        rows.append(trial_row(t, "finished", result))
+    table = SweepTable(rows, grid={"val_split": [0.0, 0.2], "lr": [1e-3, 3e-3]}, seeds=[0], fixed={})
+    fig, cells = plots_sweep.draw(table)
+    assert cells["mean"][0] == [None, 0.9] and cells["finished"][0] == [1, 1]
+    assert sum(t.get_text() == "no validation\nset" for t in fig.axes[0].texts) == 2
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    many = g.expand({"lr": [i * 1e-4 for i in range(1, 62)]}, {}, [0])
+    table = SweepTable([trial_row(t, "pending") for t in many], grid={"lr": [t.recipe.lr for t in many]}, seeds=[0],
+                       fixed={})
+    with pytest.raises(ConfigError, match="61 values"):
+        plots_sweep.draw(table)
+
+
+def test_grid_values_from_python():
+    from rmsprop_cli import api
+
+    seen = {}
+
+    def fake(grid, **kwargs):
+        seen.update(grid=grid, seeds=kwargs["seeds"], fixed=kwargs["fixed"])
+
+    original, sweeps.sweep = sweeps.sweep, fake
+    try:
+        api.sweep({"lr": np.array([1e-3, 1e-2]), "hidden": [16, (32, 8), "64:32"], "centered": [True, False],
+                   "batch-size": np.int64(16)}, seeds=3, epochs=np.int32(2), eps=np.float64(1e-8))
+    finally:
+        sweeps.sweep = original
+    assert seen["grid"] == {"lr": [1e-3, 1e-2], "hidden": ["16", "32,8", "64,32"], "centered": [True, False],
+                            "batch_size": [16]}
+    assert all(type(v) is float for v in seen["grid"]["lr"]) and type(seen["grid"]["batch_size"][0]) is int
+    assert seen["seeds"] == [3] and seen["fixed"] == {"epochs": 2, "eps": 1e-8}
+    assert type(seen["fixed"]["epochs"]) is int
+    for bad in ({"lr": [None]}, {"lr": [b"1"]}, {"lr": [object()]}):
+        with pytest.raises(ConfigError):
+            api.sweep(bad)
 
 
 def test_one_swept_option_is_a_line_with_a_band():
