@@ -76,7 +76,10 @@ def render_sweep(table, console: Console = out) -> None:
     from rich.measure import Measurement
 
     wide = Measurement.get(console, console.options.update(max_width=10_000), t).maximum
-    console.print(t, width=None if console.is_terminal else max(console.width, wide), crop=console.is_terminal)
+    if not console.is_terminal and wide > console.width:   # print clamps to the console's width: a wider one
+        Console(file=console.file, width=wide, color_system=console.color_system, highlight=False).print(t)
+    else:
+        console.print(t)
     console.print(f"Results: [bold]{escape(str(table.folder))}[/bold] (sweep.csv, sweep.json, trials/)",
                   highlight=False, soft_wrap=True)
     if table.figure:

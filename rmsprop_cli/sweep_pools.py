@@ -100,6 +100,11 @@ class Cluster:
             import distributed
         except ImportError:
             raise ConfigError("--scheduler needs Dask's distributed: pip install 'rmsprop-cli[cluster]'") from None
+        import logging
+
+        # The client's own log (a lost connection, its retries) would be tracebacks on the user's terminal;
+        # what goes wrong is said in one line instead (ClusterError), and the workers keep their logs.
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         try:
             self.client = distributed.Client(address, timeout="5s", set_as_default=False)
         except Exception as e:   # refused, timed out, a TLS address without Dask's security settings
@@ -135,10 +140,16 @@ class Cluster:
         return StopEvent(self.event.name)
 
     def request_stop(self):
-        self.event.set()
+        try:
+            self.event.set()
+        except Exception:   # the scheduler gone: its trials stop with it
+            pass
 
     def close(self):
-        self.client.close()
+        try:
+            self.client.close(timeout=5)
+        except Exception:
+            pass
 
 
 def check_scheduler(address: str) -> None:

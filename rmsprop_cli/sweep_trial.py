@@ -14,19 +14,19 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 from pathlib import Path
 
 
 class StopFile:
-    """Locally: stop once the sweep has created this file (a stat per chunk of batches), or once
-    the sweep's process is gone (killed by SIGKILL: then no one would take the trial's result)."""
+    """Locally: stop once the sweep has created this file (a stat per chunk of batches)."""
 
-    def __init__(self, path, parent: int | None = None):
-        self.path, self.parent = str(path), parent if parent is not None else os.getpid()
+    def __init__(self, path):
+        self.path = str(path)
 
     def __call__(self) -> bool:
-        return os.path.exists(self.path) or os.getppid() != self.parent
+        return os.path.exists(self.path)
 
 
 class StopEvent:
@@ -56,9 +56,18 @@ class StopEvent:
 
 def init_worker() -> None:
     """A local worker process: Ctrl-C in the terminal, `timeout` and Slurm signal the whole process
-    group, but the sweep (the parent) decides what stops, and tells its trials through StopFile.
+    group, but the sweep (the parent) decides what stops, and tells its trials through StopFile; a
+    worker whose sweep is gone exits.
     The parent spawns workers with these signals blocked (sweeps._Local), so that none is lost in
     between: ignored here, then unblocked."""
+    parent = os.getppid()
+
+    def orphaned():   # the sweep killed (SIGKILL): no one would take a result, and the pool's pipes never drain
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=orphaned, name="rmsprop-sweep-parent", daemon=True).start()
     names = [n for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n)]
     for name in names:
         signal.signal(getattr(signal, name), signal.SIG_IGN)

@@ -112,19 +112,26 @@ def test_trials_equal_train_runs_and_a_rerun_skips_them(data_dir, tmp_path):
     assert "0.001" in again.stdout and "2/2" in again.stdout and "Traceback" not in again.stderr
 
 
-def test_ctrl_c_saves_what_runs_and_the_printed_command_continues_it(data_dir, tmp_path, reference):
+@pytest.mark.parametrize("signum, code, label", [(signal.SIGINT, 130, "Interrupted"),
+                                                 (signal.SIGTERM, 143, "Terminated (SIGTERM)"),
+                                                 (signal.SIGHUP, 129, "Terminated (SIGHUP)")])
+def test_a_signal_to_the_process_group_saves_what_runs_and_the_printed_command_continues_it(
+        signum, code, label, data_dir, tmp_path, reference):
+    """Ctrl-C in a terminal, `timeout`, Slurm and a closed terminal signal the sweep and its workers alike."""
     folder = tmp_path / "sweep"
     proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder)
     try:
         wait_for(lambda: list((folder / "trials").glob("*.json")) if (folder / "trials").exists() else None,
                  "the first trial to end")
-        os.killpg(proc.pid, signal.SIGINT)   # as a terminal's Ctrl-C: the sweep and its worker processes
+        os.killpg(proc.pid, signum)
         out, err = proc.communicate(timeout=120)
     finally:
         kill_group(proc) if proc.poll() is None else None
-    assert proc.returncode == 130, err
+    assert proc.returncode == code, err
     message = err.strip().splitlines()[-1]
-    assert message.startswith("Interrupted: sweep stopped:") and "Traceback" not in err, err
+    assert message.startswith(f"{label}: sweep stopped:"), err
+    for noise in ("Traceback", "resource_tracker", "Warning"):
+        assert noise not in err, err
     statuses = [r["status"] for r in records(folder)]
     assert "interrupted" in statuses and len(statuses) < 8, statuses
     for r in records(folder):
@@ -162,6 +169,63 @@ def test_a_killed_worker_process_loses_nothing(data_dir, tmp_path, reference):
     result = json.loads(out)
     assert comparable(result["trials"]) == comparable(reference["trials"])
     assert len({r["worker"] for r in result["trials"]}) >= 3   # a new pool took over from the broken one
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes in /proc (Linux)")
+def test_workers_stop_when_the_sweep_is_killed(data_dir, tmp_path):
+    folder = tmp_path / "sweep"
+    proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder)
+    try:
+        workers = wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json"))
+                           and _workers_of(proc.pid), "the first trial to end")
+        proc.kill()   # SIGKILL: nothing of the sweep runs any more
+        proc.communicate(timeout=30)
+        wait_for(lambda: not any(Path(f"/proc/{w}").exists() and "spawn_main" in
+                                 Path(f"/proc/{w}/cmdline").read_bytes().decode(errors="replace")
+                                 for w in workers), "the workers to stop", timeout=30)
+    finally:
+        kill_group(proc)
+
+
+def test_a_trained_checkpoint_whose_record_was_lost_is_not_trained_again(data_dir, tmp_path):
+    """The sweep killed between a trial's checkpoint and its record, or a trial stopped after its last
+    epoch but before its test evaluation: the checkpoint is scored, as `rmsprop evaluate` scores it."""
+    from rmsprop_cli import checkpoint
+
+    folder = tmp_path / "sweep"
+    args = ["sweep", "--grid", "lr=1e-3,3e-3", *SMALL, "--data-dir", data_dir, "--output", folder]
+    r = rmsprop(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    first, second = json.loads(r.stdout)["trials"]
+    (folder / "trials" / f"{first['name']}.json").unlink()
+    ckpt = checkpoint.load(second["checkpoint"])   # no test scores: stopped before the test evaluation
+    info = {k: v for k, v in ckpt.info.items() if k not in ("test_accuracy", "test_loss")}
+    checkpoint.save(second["checkpoint"], checkpoint.Checkpoint(ckpt.recipe, ckpt.theta, ckpt.opt_state, ckpt.history,
+                                                                info))
+    (folder / "trials" / f"{second['name']}.json").write_text(json.dumps({**second, "status": "interrupted"}))
+    r = rmsprop(*args, "--json")
+    assert r.returncode == 0, r.stderr
+    again = json.loads(r.stdout)["trials"]
+    assert comparable(again) == comparable([first, second])
+    assert [m["seconds"] for m in again[0]["epochs"]] == [m["seconds"] for m in first["epochs"]]   # not retrained
+
+
+def test_a_piped_table_keeps_every_column(data_dir, tmp_path):
+    r = rmsprop("sweep", "--grid", "hidden=16,24:8", "--grid", "lr=1e-3,3e-3", "--limit", "600", "--epochs", "1",
+                "--data-dir", data_dir, "--output", tmp_path / "s", env={**os.environ, "COLUMNS": "60"})
+    assert r.returncode == 0, r.stderr
+    header = next(line for line in r.stdout.splitlines() if line.split()[:1] == ["hidden"])
+    assert header.split() == ["hidden", "lr", "seeds", "final", "val", "%", "best", "val", "%", "test", "%",
+                              "epochs", "to", "97%", "seconds"]
+    assert "24,8" in r.stdout and "0.003" in r.stdout
+
+
+def test_a_script_without_a_main_guard_is_told_what_to_do(data_dir, tmp_path):
+    code = (f"from rmsprop_cli import sweep\nsweep({{'lr': [1e-3]}}, limit=600, epochs=1, "
+            f"data_dir={str(data_dir)!r}, output={str(tmp_path / 's')!r})\n")
+    r = subprocess.run([sys.executable, "-"], input=code, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert "SweepWorkersDied" in r.stderr and 'if __name__ == "__main__":' in r.stderr, r.stderr[-2000:]
 
 
 def test_a_failed_trial_is_rerun_from_the_start(data_dir, tmp_path):
@@ -212,6 +276,12 @@ def test_a_diverging_trial_is_recorded_not_fatal(data_dir, tmp_path):
     (["--seeds", "1,x"], 2, "--seeds takes whole numbers"),
     (["--workers", "0"], 2, "--workers must be a whole number from 1"),
     (["--workers", "2", "--scheduler", "tcp://127.0.0.1:9"], 2, "--workers is for a local sweep"),
+    (["--scheduler", "127.0.0.1:8786"], 2, "such as tcp://10.0.0.5:8786"),
+    (["--scheduler", "foo://bar"], 2, "such as tcp://10.0.0.5:8786"),
+    (["--scheduler", "tcp://host:port"], 2, "such as tcp://10.0.0.5:8786"),
+    (["--grid", "epochs=１,２"], 2, "not a whole number"),
+    (["--grid", "weight-decay=1e-3", "--weight-decay", "0"], 2, "both given and swept"),
+    (["--output", "x.safetensors"], 2, "a sweep's output is a folder"),
     (["--grid", "lr=" + ",".join(f"{i}e-5" for i in range(1, 101)), "--grid", "rho=" + ",".join(
         f"0.{i:03d}" for i in range(1, 102)), "--limit", "600"], 2, "at most 10000"),
 ])
@@ -249,6 +319,8 @@ def test_without_dask_a_scheduler_is_refused_and_a_local_sweep_still_works(tmp_p
 @pytest.mark.parametrize("setup, code, words", [
     (lambda d: d.write_text("my notes"), 5, "is a file"),
     (lambda d: (d.mkdir(), (d / "sweep.json").write_text('{"mine": 1}')), 5, "sweep.json that rmsprop sweep wrote"),
+    (lambda d: (d.mkdir(), (d / "sweep.csv").write_text("my,data\n")), 5, "sweep.csv that rmsprop sweep wrote"),
+    (lambda d: (d.mkdir(), (d / "trials").write_text("not a folder")), 5, "trials"),
 ])
 def test_output_that_is_not_a_sweep_folder_is_kept(setup, code, words, tmp_path):
     target = tmp_path / "out"

@@ -103,3 +103,35 @@ def test_sigterm_saves_what_runs_and_the_folder_continues_locally(cluster, data_
     r = rmsprop(*_sweep_args(data_dir, folder), "--json")   # no --scheduler: the same folder, on this machine
     assert r.returncode == 0, r.stderr
     assert comparable(json.loads(r.stdout)["trials"]) == comparable(local["trials"])
+
+
+def test_a_scheduler_lost_mid_sweep_is_exit_8(data_dir, tmp_path):
+    port = _port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--dashboard-address", ":0", "--no-show"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
+                               "--nthreads", "1", "--no-nanny", "--dashboard-address", ":0",
+                               "--local-directory", str(tmp_path / "w")],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = tmp_path / "sweep"
+    proc = None
+    try:
+        with distributed.Client(address, timeout="60s") as client:
+            client.wait_for_workers(1, timeout=60)
+        proc = start(*_sweep_args(data_dir, folder), "--scheduler", address)
+        wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json")),
+                 "the first trial to end", timeout=180)
+        scheduler.kill()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        for p in (scheduler, worker):
+            p.kill()
+            p.wait(timeout=30)
+        if proc is not None and proc.poll() is None:
+            kill_group(proc)
+    assert proc.returncode == 8, err
+    assert err.strip().splitlines()[-1].startswith("Error: the Dask scheduler stopped answering"), err
+    assert [r["status"] for r in records(folder)].count("finished") >= 1
+
