@@ -133,8 +133,13 @@ class Cluster:
         return self.executor.submit(run_trial, task)
 
     def capacity(self) -> int:
-        """The cluster's threads now (workers may join or leave during a sweep)."""
-        return max(1, sum(self.client.nthreads().values()))
+        """The cluster's threads now (workers may join or leave during a sweep); the last count known
+        while the scheduler does not answer (the trials' futures then say what happened)."""
+        try:
+            self._threads = max(1, sum(self.client.nthreads().values()))
+        except Exception:
+            pass
+        return getattr(self, "_threads", 1)
 
     def stop_token(self):
         return StopEvent(self.event.name)

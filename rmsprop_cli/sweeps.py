@@ -55,11 +55,14 @@ def _read_record(folder: Path, trial: Trial) -> dict | None:
     result = {"test_accuracy": scores["test_accuracy"], "test_loss": scores["test_loss"],
               "epochs": record["epochs"]} if done else None
     try:
-        return trial_row(trial, record["status"], result, checkpoint=_checkpoint_path(folder, trial.name) if done
-                         else None, error=_text(record.get("error")), worker=_text(record.get("worker")),
-                         diverged_at=record.get("diverged_at") if isinstance(record.get("diverged_at"), dict) else None)
+        row = trial_row(trial, record["status"], result, checkpoint=_checkpoint_path(folder, trial.name) if done
+                        else None, error=_text(record.get("error")), worker=_text(record.get("worker")),
+                        diverged_at=record.get("diverged_at") if isinstance(record.get("diverged_at"), dict) else None)
     except (KeyError, TypeError, ValueError):   # epochs of another shape: not a record this version wrote
         return None
+    if record["status"] == "interrupted" and type(record.get("epochs_trained")) is int:
+        row["epochs_trained"] = record["epochs_trained"]
+    return row
 
 
 def _text(value) -> str | None:
