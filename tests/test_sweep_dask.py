@@ -12,6 +12,7 @@ import sys
 
 import pytest
 
+from rmsprop_cli import grid as g
 from test_sweep import GRID, LONG, comparable, kill_group, records, rmsprop, start, wait_for
 
 distributed = pytest.importorskip("distributed", reason="the Dask tests need pip install 'rmsprop-cli[cluster]'")
@@ -85,6 +86,14 @@ def test_a_cluster_gives_the_local_results_even_when_a_worker_is_killed(cluster,
     result = json.loads(out)
     assert comparable(result["trials"]) == comparable(local["trials"])
     assert {r["worker"].split(":")[1] for r in result["trials"]} - {str(pid)}   # the survivor trained the rest
+    for row in result["trials"][::5]:   # and a trial is `rmsprop train` with its options
+        recipe = g.Recipe.from_dict(row["recipe"])
+        t = rmsprop("train", *g.train_command(recipe), "--data-dir", data_dir, "--output", tmp_path / row["name"],
+                    "--json")
+        assert t.returncode == 0, t.stderr
+        alone = json.loads(t.stdout)
+        assert (alone["test_accuracy"], alone["test_loss"]) == (row["test_accuracy"], row["test_loss"])
+        assert [m["val_loss"] for m in alone["epochs"]] == [m["val_loss"] for m in row["epochs"]]
 
 
 def test_sigterm_saves_what_runs_and_the_folder_continues_locally(cluster, data_dir, tmp_path, local):
