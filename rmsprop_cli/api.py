@@ -160,5 +160,5 @@ def sweep(grid=None, *, seeds=(0,), workers=None, scheduler=None, output=None, d
     else:
         raise ConfigError("grid is {option: [values]}, such as {'lr': [1e-3, 3e-3]}")
     return run(grid, seeds=parse_seeds(seeds), fixed=_recipe("sweep", options, SWEPT), output=output,
-               scheduler=scheduler, workers=workers, device=device, data_dir=data_dir, mirrors=_mirrors(mirror),
+               scheduler=scheduler, workers=_plain(workers), device=device, data_dir=data_dir, mirrors=_mirrors(mirror),
                reporter=reporter, progress=progress, again=again, stop=stop)

@@ -56,7 +56,9 @@ def render_sweep(table, console: Console = out) -> None:
               title=f"Sweep of {len(table)} trials: mean ± spread over seeds {', '.join(map(str, table.seeds))}, "
                     "best first")
     for col in names:
-        t.add_column(col, min_width=max(len(col), *(len(_value(c["options"].get(col))) for c in table.combinations[:SHOWN])))
+        head = col.replace("_", "-")   # as the option is written
+        t.add_column(head, min_width=max(len(head), *(len(_value(c["options"].get(col)))
+                                                      for c in table.combinations[:SHOWN])))
     for col in ("seeds", "final val %", "best val %", "test %", "epochs to 97%", "seconds"):
         t.add_column(col, justify="right", no_wrap=True)
     for c in table.combinations[:SHOWN]:

@@ -164,7 +164,8 @@ class SweepInterrupted(RmspropError):
         self.folder, self.table = folder, table
         self.label, self.exit_code = stopped_by(signum)
         again = again or f"the same sweep with output {str(folder)!r}"
-        super().__init__(f"sweep stopped: {counts['finished']} trials finished, {counts['interrupted']} saved "
+        super().__init__(f"sweep stopped: {counts['finished']} of {sum(counts.values())} trials finished, "
+                         f"{counts['interrupted']} saved "
                          f"part-way and {counts['pending']} not started, in {folder}; continue it with: {again}")
 
 

@@ -81,14 +81,16 @@ def parse_seeds(text: str | list | None) -> list[int]:
     """--seeds 0,1,2 (default: 0)."""
     if text is None:
         return [0]
-    parts = text.split(",") if isinstance(text, str) else [text] if isinstance(text, int) else list(text)
+    import numbers
+
+    parts = text.split(",") if isinstance(text, str) else [text] if isinstance(text, numbers.Integral) else list(text)
     if len(parts) > MAX_VALUES:
         raise ConfigError(f"--seeds lists {len(parts)} seeds; at most {MAX_VALUES} are allowed")
     lo, hi = INTEGERS["seed"]
     seeds = []
     for p in parts:
         try:
-            s = p if type(p) is int else int(str(p).strip())
+            s = int(p) if isinstance(p, numbers.Integral) and not isinstance(p, bool) else int(str(p).strip())
         except ValueError:
             raise ConfigError(f"--seeds takes whole numbers separated by commas, such as 0,1,2; got {shown(p)}") from None
         if not lo <= s <= hi:

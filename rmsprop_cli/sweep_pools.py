@@ -24,13 +24,22 @@ class Local:
     not ignore SIGHUP, is not killed by it."""
 
     cancels = True   # a future that has not started can be cancelled; a running one cannot
+    GRACE = None     # and the running ones always end: the stop file reaches them
 
     def __init__(self, folder: Path, workers: int):
-        self.stop_path, self.workers = folder / ".stop", workers
+        from .errors import OutputError, path_errors
+
+        self.stop_path, self.workers = folder / ".rmsprop-sweep-stop", workers
         self.marks = folder / "trials" / ".running"
-        self.stop_path.unlink(missing_ok=True)
-        self.marks.mkdir(parents=True, exist_ok=True)
+        with path_errors(OutputError, self.marks, "make"):
+            self.stop_path.unlink(missing_ok=True)
+            self.marks.mkdir(parents=True, exist_ok=True)
+            self._clear_marks()   # those of a sweep that was killed
         self.executor = self._pool()
+
+    def _clear_marks(self):
+        for mark in self.marks.iterdir():
+            mark.unlink(missing_ok=True)
 
     def _pool(self):
         import multiprocessing
@@ -39,6 +48,9 @@ class Local:
         with signals_held():
             return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
                                        initializer=init_worker)
+
+    def _processes(self) -> dict:
+        return dict(getattr(self.executor, "_processes", None) or {})
 
     def submit(self, task: dict):
         with signals_held():   # the pool spawns its processes as tasks come
@@ -51,49 +63,76 @@ class Local:
         return self.workers
 
     def lost(self) -> tuple[list[str], bool]:
-        """After the pool broke: the trials whose process died (from their marks), and whether any
-        trial had started in it at all (if not, the processes died as they started)."""
+        """After the pool broke: the trials whose process died (their marks name a process of the pool
+        that is gone), and whether any trial had started in it."""
+        processes = self._processes()
         dead, started = [], False
         for mark in self.marks.iterdir():
             started = True
             try:
                 pid = int(mark.read_text())
-                os.kill(pid, 0)
             except (ValueError, OSError):
+                pid = None
+            if pid not in processes or _gone(pid):
                 dead.append(mark.name)
-            mark.unlink(missing_ok=True)
         return dead, started
 
     def renew(self):
-        """A new pool, after one of its processes died and broke the pool.  The pool's other processes
-        ignore its SIGTERM (init_worker) and cannot hand back what they train: they are killed."""
-        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+        """A new pool, after one of its processes died and broke the pool."""
+        self._end_broken()
+        self.executor = self._pool()
+
+    def _end_broken(self):
+        """The pool's other processes ignore the SIGTERM a broken pool sends them (init_worker) and
+        cannot hand back what they train: they are killed, and the pool let go."""
+        for process in self._processes().values():
             if process.is_alive():
                 process.kill()
             process.join(timeout=10)
         self.executor.shutdown(wait=False, cancel_futures=True)
-        for mark in self.marks.iterdir():
-            mark.unlink(missing_ok=True)
-        self.executor = self._pool()
+        self._clear_marks()
 
     def request_stop(self):
         self.stop_path.touch()
 
     def close(self):
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        if getattr(self.executor, "_broken", False):
+            self._end_broken()
+        else:
+            self.executor.shutdown(wait=True, cancel_futures=True)
         self.stop_path.unlink(missing_ok=True)
         try:
+            self._clear_marks()
             self.marks.rmdir()
         except OSError:
             pass
 
 
+def _gone(pid: int) -> bool:
+    """Whether a process has died: no longer there, or a zombie not yet reaped.  (Not Process.is_alive:
+    the pool's own thread may be reaping it at that moment, and then is_alive says it lives.)"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except (OSError, IndexError):
+        return False
+
+
 class Cluster:
     """An existing Dask cluster: its scheduler's address, its workers' threads."""
 
-    # Not cancelled: Client.get_executor()'s futures never say that they run, and cancelling a running task
-    # would drop what it saves; a task that starts after the stop returns at once, "not started".
+    # Not cancelled at once: Client.get_executor()'s futures never say that they run, and cancelling a
+    # running task would drop what it saves; a task that starts after the stop returns at once, "not
+    # started".  A trial that has trained stops within a chunk of batches, so what is still out GRACE
+    # seconds after the stop is waiting for a worker (none may come), or still starting: it is cancelled.
     cancels = False
+    GRACE = 10.0
 
     def __init__(self, address: str):
         try:
@@ -104,7 +143,8 @@ class Cluster:
 
         # The client's own log (a lost connection, its retries) would be tracebacks on the user's terminal;
         # what goes wrong is said in one line instead (ClusterError), and the workers keep their logs.
-        logging.getLogger("distributed").setLevel(logging.CRITICAL)
+        for name in ["distributed", *(n for n in logging.root.manager.loggerDict if n.startswith("distributed."))]:
+            logging.getLogger(name).setLevel(logging.CRITICAL)
         try:
             self.client = distributed.Client(address, timeout="5s", set_as_default=False)
         except Exception as e:   # refused, timed out, a TLS address without Dask's security settings
@@ -133,13 +173,13 @@ class Cluster:
         return self.executor.submit(run_trial, task)
 
     def capacity(self) -> int:
-        """The cluster's threads now (workers may join or leave during a sweep); the last count known
-        while the scheduler does not answer (the trials' futures then say what happened)."""
+        """The cluster's threads now (workers may join or leave during a sweep; 0: none yet); the last
+        count known while the scheduler does not answer (the trials' futures then say what happened)."""
         try:
-            self._threads = max(1, sum(self.client.nthreads().values()))
+            self._threads = sum(self.client.nthreads().values())
         except Exception:
             pass
-        return getattr(self, "_threads", 1)
+        return getattr(self, "_threads", 0)
 
     def stop_token(self):
         return StopEvent(self.event.name)

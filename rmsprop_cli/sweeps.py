@@ -1,108 +1,31 @@
 """`rmsprop sweep`: every trial of a grid, run side by side on a concurrent.futures
 Executor (local worker processes, one thread each, or a Dask cluster's
-Client.get_executor(): one code path, sweep_pools.py), recorded as each ends so that the same
-command run again skips finished trials, continues interrupted ones from their
-checkpoints and reruns failed ones.
-
-The sweep folder holds trials/<name>.safetensors (with <name>.metrics.csv) and
-trials/<name>.json (the trial's status and row) for every trial, written here
-and only here, atomically; then sweep.json, sweep.csv and sweep.png.
-"""
+Client.get_executor(): one code path, sweep_pools.py), recorded as each ends
+(sweep_records.py) so that the same command run again skips finished trials,
+continues interrupted ones from their checkpoints and reruns failed ones; then
+sweep.json, sweep.csv and sweep.png."""
 
 from __future__ import annotations
 
-import json
 import os
+import time
 from concurrent.futures import FIRST_COMPLETED, CancelledError, wait
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import replace
 from pathlib import Path
 
 from . import files
 from .errors import ClusterError, ConfigError, OutputError, SweepInterrupted, SweepWorkersDied, path_errors
 from .grid import Trial, expand, train_options
-from .outputs import new_folder, strict_json, write_metrics
+from .outputs import new_folder, strict_json
 from .signals import signum_of, stopped_by_signals
-from .sweep_table import SCORES, SweepTable, trial_row
+from .sweep_table import SweepTable, trial_row
 from .sweep_pools import Cluster, Local, check_scheduler, cores
+from .sweep_records import _checkpoint_path, _read_record, _save, plan
 
 RETRIES = 2   # a trial whose local worker process died (killed, out of memory) is run again this often
+STARTS = 3    # local pools in a row whose processes die before any trial starts: they cannot start
 SWEEP_JSON = "sweep.json"
-
-
-def _record_path(folder: Path, name: str) -> Path:
-    return folder / "trials" / f"{name}.json"
-
-
-def _checkpoint_path(folder: Path, name: str) -> Path:
-    return folder / "trials" / f"{name}.safetensors"
-
-
-def _read_record(folder: Path, trial: Trial) -> dict | None:
-    """A trial's record, if it is one that this trial's recipe wrote and whole; else None (rerun it).
-    Its row is rebuilt around the trial as this sweep names it (another grid may have written it)."""
-    try:
-        record = json.loads(_record_path(folder, trial.name).read_text())
-    except (OSError, ValueError):
-        return None
-    if not (isinstance(record, dict) and record.get("recipe") == trial.recipe.to_dict()
-            and record.get("status") in ("finished", "diverged", "failed", "interrupted")):
-        return None
-    done = record["status"] == "finished"
-    scores = {k: record.get(k) for k in (*SCORES, "test_loss")}
-    if done and not (all(isinstance(scores[k], (int, float)) or scores[k] is None for k in scores)
-                     and isinstance(record.get("epochs"), list) and isinstance(scores["test_accuracy"], float)):
-        return None
-    result = {"test_accuracy": scores["test_accuracy"], "test_loss": scores["test_loss"],
-              "epochs": record["epochs"]} if done else None
-    try:
-        row = trial_row(trial, record["status"], result, checkpoint=_checkpoint_path(folder, trial.name) if done
-                        else None, error=_text(record.get("error")), worker=_text(record.get("worker")),
-                        diverged_at=record.get("diverged_at") if isinstance(record.get("diverged_at"), dict) else None)
-    except (KeyError, TypeError, ValueError):   # epochs of another shape: not a record this version wrote
-        return None
-    if record["status"] == "interrupted" and type(record.get("epochs_trained")) is int:
-        row["epochs_trained"] = record["epochs_trained"]
-    return row
-
-
-def _text(value) -> str | None:
-    return value[:2000] if isinstance(value, str) else None
-
-
-def plan(folder: Path, trials: list[Trial]) -> tuple[dict[str, dict], dict[str, Path | None]]:
-    """What the folder already holds: ({name: row} of the trials that are done, finished with their
-    checkpoint or diverged (which a rerun would repeat exactly)), and {name: its checkpoint or None}
-    of those to run: an interrupted trial (or one whose record was lost) from its checkpoint, a
-    failed one from the start."""
-    done, todo = {}, {}
-    for trial in trials:
-        record = _read_record(folder, trial)
-        ckpt = _checkpoint_path(folder, trial.name)
-        status = record["status"] if record else None
-        if status == "diverged" or (status == "finished" and ckpt.is_file()):
-            done[trial.name] = record
-            continue
-        todo[trial.name] = ckpt if status != "failed" and ckpt.is_file() else None
-    return done, todo
-
-
-def _save(folder: Path, trial: Trial, outcome: dict) -> dict:
-    """An ended trial into the folder: its checkpoint and metrics (if it has one), then its record."""
-    ckpt = _checkpoint_path(folder, trial.name)
-    kept = outcome.get("checkpoint") is not None
-    if kept:
-        files.atomic_write(ckpt, outcome["checkpoint"])
-        if outcome["result"] is not None:
-            write_metrics(ckpt, outcome["result"]["epochs"])
-    error = outcome.get("error")
-    if error and outcome.get("temporary"):   # the worker's copy is gone: name the sweep's
-        error = error.replace(outcome["temporary"], str(ckpt))
-    row = trial_row(trial, outcome["status"], outcome.get("result"), checkpoint=ckpt if kept else None,
-                    error=error, worker=outcome.get("worker"), diverged_at=outcome.get("diverged_at"))
-    if outcome["status"] == "interrupted":
-        row["epochs_trained"] = outcome.get("epochs_trained", 0)
-    files.atomic_write(_record_path(folder, trial.name), json.dumps(row).encode())
-    return row
 
 
 @stopped_by_signals
@@ -154,10 +77,10 @@ def _fitting(trials: list[Trial], workers: int) -> int:
     from .optim import Optimizer
 
     need = 0
-    for t in {t.recipe.sizes + (t.recipe.optimizer, t.recipe.batch_size): t for t in trials}.values():
-        n_buffers = len(Optimizer(t.recipe, 1).state_names)
-        memory.check_training(t.recipe, n_buffers)
-        need = max(need, memory.training_bytes(t.recipe, n_buffers, threads=1))
+    for recipe in {replace(t.recipe, seed=0) for t in trials}:   # every option counts (clip_norm, limit, ...)
+        n_buffers = len(Optimizer(recipe, 1).state_names)
+        memory.check_training(recipe, n_buffers)
+        need = max(need, memory.training_bytes(recipe, n_buffers, threads=1))
     avail = memory.available()
     return max(1, min(workers, avail // need)) if avail else workers
 
@@ -169,11 +92,19 @@ def _sweep(folder, trials, grid, seeds, fixed, scheduler, workers, device, data_
     files.check_replaceable(summary, "a sweep.json that rmsprop sweep wrote", lambda f: f.read(9) == b'{"grid": ')
     files.check_replaceable(table_csv, "a sweep.csv that rmsprop sweep wrote",
                             lambda f: b",seed,status,final_val_accuracy," in b"," + f.readline(4096))
+    if grid:
+        from .plots import is_png
+
+        files.check_replaceable(files.through_links(folder / "sweep.png"), "a PNG image", is_png)
     with files.OutputLock(summary):
         files.check_writable(folder / "trials" / "x.safetensors")   # before any trial, not after the first
         done, todo = plan(folder, trials)
         rows = dict(done)
         by_name = {t.name: t for t in trials}
+        for name in todo:   # saved part-way: so it says until it runs again (a stop may come first)
+            record = _read_record(folder, by_name[name]) if todo[name] is not None else None
+            if record is not None and record["status"] == "interrupted":
+                rows[name] = record
         stopped = False
         if todo:
             if scheduler is None:   # fetched and verified once, here, rather than by every worker at once
@@ -201,7 +132,7 @@ def _run(folder, where, trials, checkpoints, rows, common, progress, stop, total
     queue = list(reversed(trials))
     pending, stopping = {}, False
     strikes = {t.name: 0 for t in trials}
-    generation = 0
+    generation, empty = 0, 0   # pools made; pools in a row that broke before any trial started
 
     def submit(trial):
         path = checkpoints[trial.name]
@@ -220,13 +151,15 @@ def _run(folder, where, trials, checkpoints, rows, common, progress, stop, total
     def broken(trial, gen):
         """The local pool lost a process: the trial that ran in it has a strike; every trial of the pool
         is sent again (the pool ended them all), each from its last saved checkpoint."""
-        nonlocal generation
+        nonlocal generation, empty
         if gen == generation:
             dead, started = where.lost()
-            if not started and generation == 0:
+            empty = 0 if started else empty + 1
+            if empty >= STARTS:   # pool after pool died before any trial began in it
                 raise SweepWorkersDied()
             for name in dead:
-                strikes[name] += 1
+                if name in strikes:   # a mark of this sweep's
+                    strikes[name] += 1
             where.renew()
             generation += 1
         if stopping:
@@ -238,44 +171,68 @@ def _run(folder, where, trials, checkpoints, rows, common, progress, stop, total
                 "status": "failed", "result": None,
                 "error": f"its worker process died {strikes[trial.name]} times (killed, or out of memory)"})
 
+    def take(future):
+        trial, gen = pending.pop(future)
+        try:
+            outcome = future.result()
+        except CancelledError:
+            if not stopping:   # not ours: the cluster dropped it (its scheduler gone)
+                raise ClusterError("the Dask scheduler stopped answering, or dropped the trials; the trials "
+                                   f"that ended are saved in {folder}: run the same command again, with a "
+                                   "scheduler that is up, to continue") from None
+            return
+        except BrokenProcessPool:
+            broken(trial, gen)
+            return
+        except Exception as e:   # from the cluster: a worker lost too often (KilledWorker), a lost connection
+            outcome = {"status": "failed", "result": None, "error": f"{type(e).__name__}: {e}"}
+        if outcome["status"] != "not started":
+            rows[trial.name] = _save(folder, trial, outcome)
+        if outcome["status"] == "interrupted":
+            checkpoints[trial.name] = _checkpoint_path(folder, trial.name)
+
+    stopped_at = None
     try:
         while pending or (queue and not stopping):
-            while queue and not stopping and len(pending) < 2 * where.capacity():
+            while queue and not stopping and len(pending) < 2 * max(1, where.capacity()):
                 submit(queue.pop())
             report()
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)
             for future in finished:
-                trial, gen = pending.pop(future)
-                try:
-                    outcome = future.result()
-                except CancelledError:
-                    if not stopping:   # not ours: the cluster dropped it (its scheduler gone)
-                        raise ClusterError("the Dask scheduler stopped answering, or dropped the trials; the "
-                                           f"trials that ended are saved in {folder}: run the same command again, "
-                                           "with a scheduler that is up, to continue") from None
-                    continue
-                except BrokenProcessPool:
-                    broken(trial, gen)
-                    continue
-                except Exception as e:   # from the cluster: a worker lost too often (KilledWorker), a lost connection
-                    outcome = {"status": "failed", "result": None, "error": f"{type(e).__name__}: {e}"}
-                if outcome["status"] != "not started":
-                    rows[trial.name] = _save(folder, trial, outcome)
-                if outcome["status"] == "interrupted":
-                    checkpoints[trial.name] = _checkpoint_path(folder, trial.name)
+                take(future)
             if stop is not None and stop() and not stopping:
-                stopping = True
+                stopping, stopped_at = True, time.monotonic()
                 where.request_stop()
                 for future in list(pending) if where.cancels else ():
                     if future.cancel():
                         pending.pop(future)
+            if stopping and where.GRACE is not None and time.monotonic() - stopped_at > where.GRACE:
+                for future in list(pending):   # waiting for a worker that may never come (Cluster.GRACE)
+                    future.cancel()
+                    pending.pop(future)
         report()
     except BaseException:
-        where.request_stop()   # an error here (a full disk): the running trials stop, and close() waits for them
+        # An error here (a full disk, a caller's progress or stop function, a KeyboardInterrupt with no
+        # handler): the running trials stop, and what they saved is kept before the error goes on.
+        where.request_stop()
+        _drain(folder, pending, rows)
         raise
     finally:
         where.close()
     return stopping and any(rows.get(t.name, {}).get("status") in (None, "interrupted") for t in trials)
+
+
+def _drain(folder, pending: dict, rows: dict, timeout: float = 30.0) -> None:
+    """The outcomes of the trials still out, saved as they come, for up to `timeout` seconds."""
+    done, _ = wait(pending, timeout=timeout)
+    for future in done:
+        trial, _ = pending[future]
+        try:
+            outcome = future.result()
+            if outcome["status"] != "not started":
+                rows[trial.name] = _save(folder, trial, outcome)
+        except BaseException:
+            continue
 
 
 def _finish(folder, trials, rows, grid, seeds, fixed, figure=True, paths=None) -> SweepTable:

@@ -228,6 +228,47 @@ def test_a_script_without_a_main_guard_is_told_what_to_do(data_dir, tmp_path):
     assert "SweepWorkersDied" in r.stderr and 'if __name__ == "__main__":' in r.stderr, r.stderr[-2000:]
 
 
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes in /proc (Linux)")
+def test_a_trial_whose_worker_dies_three_times_fails_and_only_it(data_dir, tmp_path, reference):
+    folder = tmp_path / "sweep"
+    proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder, "--json")
+    victim = reference["trials"][0]["name"]   # the first trial sent, and sent again first after each loss
+    mark = folder / "trials" / ".running" / victim
+    try:
+        for _ in range(3):
+            pid = wait_for(lambda: mark.exists() and mark.read_text().strip(), "the trial to start")
+            os.kill(int(pid), signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in
+                     Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0], "the worker to die")
+        out, err = proc.communicate(timeout=240)
+    finally:
+        kill_group(proc) if proc.poll() is None else None
+    assert proc.returncode == 1, err
+    assert err.strip().splitlines()[-1].startswith("Error: 1 of 8 trials failed (the first: its worker process "
+                                                   "died 3 times"), err
+    rows = {r["name"]: r for r in json.loads(out)["trials"]}
+    assert rows.pop(victim)["status"] == "failed"
+    expected = comparable(r for r in reference["trials"] if r["name"] != victim)
+    assert comparable(rows.values()) == expected
+
+
+def test_an_error_in_the_loop_keeps_what_the_running_trials_saved(data_dir, tmp_path):
+    from rmsprop_cli import sweep
+
+    class Stop(Exception):
+        pass
+
+    def progress(counts, total, running):
+        if counts["finished"]:
+            raise Stop
+
+    with pytest.raises(Stop):
+        sweep({"lr": [1e-3, 3e-3, 1e-2]}, limit=30000, epochs=4, data_dir=data_dir, output=tmp_path / "s",
+              workers=2, progress=progress)
+    statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "s" / "trials").glob("*.json"))
+    assert len(statuses) >= 2 and "finished" in statuses, statuses   # the one running beside it is kept too
+
+
 def test_a_failed_trial_is_rerun_from_the_start(data_dir, tmp_path):
     folder = tmp_path / "sweep"
     args = ["sweep", "--grid", "lr=1e-3,3e-3", *SMALL, "--data-dir", data_dir, "--output", folder]
@@ -321,6 +362,7 @@ def test_without_dask_a_scheduler_is_refused_and_a_local_sweep_still_works(tmp_p
     (lambda d: (d.mkdir(), (d / "sweep.json").write_text('{"mine": 1}')), 5, "sweep.json that rmsprop sweep wrote"),
     (lambda d: (d.mkdir(), (d / "sweep.csv").write_text("my,data\n")), 5, "sweep.csv that rmsprop sweep wrote"),
     (lambda d: (d.mkdir(), (d / "trials").write_text("not a folder")), 5, "trials"),
+    (lambda d: (d.mkdir(), (d / "sweep.png").write_text("my picture")), 5, "is not a PNG image"),
 ])
 def test_output_that_is_not_a_sweep_folder_is_kept(setup, code, words, tmp_path):
     target = tmp_path / "out"

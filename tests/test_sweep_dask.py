@@ -144,3 +144,26 @@ def test_a_scheduler_lost_mid_sweep_is_exit_8(data_dir, tmp_path):
     assert err.strip().splitlines()[-1].startswith("Error: the Dask scheduler stopped answering"), err
     assert [r["status"] for r in records(folder)].count("finished") >= 1
 
+
+def test_ctrl_c_with_no_worker_to_take_the_trials_ends(data_dir, tmp_path):
+    port = _port()
+    address = f"tcp://127.0.0.1:{port}"
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                                  "--port", str(port), "--dashboard-address", ":0", "--no-show"],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = None
+    try:
+        with distributed.Client(address, timeout="60s") as client:
+            proc = start(*_sweep_args(data_dir, tmp_path / "sweep"), "--scheduler", address)
+            wait_for(lambda: client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)),
+                     "the trials to reach the scheduler", timeout=60)
+            os.killpg(proc.pid, signal.SIGINT)
+            out, err = proc.communicate(timeout=60)
+    finally:
+        scheduler.kill()
+        scheduler.wait(timeout=30)
+        if proc is not None and proc.poll() is None:
+            kill_group(proc)
+    assert proc.returncode == 130, err
+    assert "0 of 8 trials finished, 0 saved part-way and 8 not started" in err.strip().splitlines()[-1], err
+

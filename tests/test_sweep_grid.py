@@ -187,6 +187,8 @@ def test_plan_ignores_a_record_of_another_recipe(tmp_path):
     lambda r: {k: v for k, v in r.items() if k != "status"}, lambda r: {**r, "status": "done"},
     lambda r: {k: v for k, v in r.items() if k != "epochs"}, lambda r: {**r, "test_accuracy": "0.9"},
     lambda r: {**r, "epochs": [{"epoch": 1}]}, lambda r: [r], lambda r: {**r, "epochs": "many"},
+    lambda r: {**r, "epochs": [{**r["epochs"][0], "epoch": "1"}]},
+    lambda r: {**r, "epochs": [{**r["epochs"][0], "val_accuracy": ""}]},
 ])
 def test_a_damaged_record_means_the_trial_runs_again(damage, tmp_path):
     (trial,) = g.expand({"lr": [1e-3]}, {}, [0])
@@ -194,6 +196,19 @@ def test_a_damaged_record_means_the_trial_runs_again(damage, tmp_path):
     (tmp_path / "trials" / f"{trial.name}.json").write_text(json.dumps(damage(row)))
     done, todo = sweeps.plan(tmp_path, [trial])
     assert done == {} and trial.name in todo
+
+
+def test_a_deeply_nested_or_huge_record_is_not_read(tmp_path, monkeypatch):
+    from rmsprop_cli import sweep_records
+
+    (trial,) = g.expand({"lr": [1e-3]}, {}, [0])
+    sweeps._save(tmp_path, trial, _outcome("finished"))
+    record = tmp_path / "trials" / f"{trial.name}.json"
+    record.write_text("[" * 200_000 + "]" * 200_000)
+    assert sweeps.plan(tmp_path, [trial])[0] == {}
+    sweeps._save(tmp_path, trial, _outcome("finished"))
+    monkeypatch.setattr(sweep_records, "MAX_RECORD", record.stat().st_size - 1)
+    assert sweeps.plan(tmp_path, [trial])[0] == {}
 
 
 def test_a_record_from_another_grid_is_named_as_this_sweep_names_it(tmp_path):
