@@ -114,12 +114,16 @@ def test_sigterm_saves_what_runs_and_the_folder_continues_locally(cluster, data_
     assert comparable(json.loads(r.stdout)["trials"]) == comparable(local["trials"])
 
 
-def test_a_scheduler_lost_mid_sweep_is_exit_8(data_dir, tmp_path):
+def _scheduler():
+    """A `dask scheduler` of a test's own on 127.0.0.1: its address and process."""
     port = _port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                  "--port", str(port), "--dashboard-address", ":0", "--no-show"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return f"tcp://127.0.0.1:{port}", subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", str(port),
+         "--dashboard-address", ":0", "--no-show"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def test_a_scheduler_lost_mid_sweep_is_exit_8(data_dir, tmp_path):
+    address, scheduler = _scheduler()
     worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address, "--host", "127.0.0.1",
                                "--nthreads", "1", "--no-nanny", "--dashboard-address", ":0",
                                "--local-directory", str(tmp_path / "w")],
@@ -146,11 +150,7 @@ def test_a_scheduler_lost_mid_sweep_is_exit_8(data_dir, tmp_path):
 
 
 def test_ctrl_c_with_no_worker_to_take_the_trials_ends(data_dir, tmp_path):
-    port = _port()
-    address = f"tcp://127.0.0.1:{port}"
-    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
-                                  "--port", str(port), "--dashboard-address", ":0", "--no-show"],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address, scheduler = _scheduler()
     proc = None
     try:
         with distributed.Client(address, timeout="60s") as client:
