@@ -234,12 +234,28 @@ def test_a_trial_whose_worker_dies_three_times_fails_and_only_it(data_dir, tmp_p
     proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder, "--json")
     victim = reference["trials"][0]["name"]   # the first trial sent, and sent again first after each loss
     mark = folder / "trials" / ".running" / victim
+    killed = set()
+
+    def started_again():   # a mark by a process not killed yet (the last one's may linger a moment)
+        try:
+            pid = mark.read_text().strip()
+        except OSError:
+            return None
+        return pid if pid and pid not in killed else None
+
     try:
-        for _ in range(3):
-            pid = wait_for(lambda: mark.exists() and mark.read_text().strip(), "the trial to start")
-            os.kill(int(pid), signal.SIGKILL)
-            wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in
-                     Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0], "the worker to die")
+        # Killed each time it starts, as a trial that always runs out of memory would be, until the sweep
+        # gives it up.  (A death while the pool is being replaced may go uncounted, so 3 kills may not do.)
+        while proc.poll() is None and len(killed) < 10:
+            pid = wait_for(lambda: started_again() or proc.poll() is not None, "the trial to start")
+            if pid is True:
+                break
+            killed.add(pid)
+            time.sleep(0.3)   # in its training
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         out, err = proc.communicate(timeout=240)
     finally:
         kill_group(proc) if proc.poll() is None else None
