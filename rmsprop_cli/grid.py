@@ -198,19 +198,3 @@ def train_options(recipe: Recipe) -> dict:
     d = recipe.to_dict()
     d["hidden"] = ",".join(map(str, recipe.hidden)) or "none"
     return d
-
-
-def train_command(recipe: Recipe) -> list[str]:
-    """The `rmsprop train` arguments of a trial, for a user who wants to run one alone."""
-    default = Recipe(optimizer=recipe.optimizer)
-    args = []
-    for f in fields(Recipe):
-        value = getattr(recipe, f.name)
-        usual = f.default if f.name == "optimizer" else getattr(default, f.name)
-        if f.name in ("n_inputs", "n_classes") or value == usual or value is None:
-            continue
-        if f.name in FLAGS:
-            args.append(option(f.name))
-        else:
-            args += [option(f.name), train_options(recipe)[f.name] if f.name == "hidden" else str(value)]
-    return args

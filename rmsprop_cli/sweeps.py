@@ -194,7 +194,8 @@ def _run(folder, where, trials, checkpoints, rows, common, progress, stop, total
     stopped_at = None
     try:
         while pending or (queue and not stopping):
-            while queue and not stopping and len(pending) < 2 * max(1, where.capacity()):
+            window = 2 * max(1, where.capacity())   # asked once a round: on a cluster, a round trip
+            while queue and not stopping and len(pending) < window:
                 submit(queue.pop())
             report()
             finished, _ = wait(pending, timeout=0.2, return_when=FIRST_COMPLETED)

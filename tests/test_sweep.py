@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,28 @@ def wait_for(condition, what: str, timeout=120.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def train_command(recipe) -> list[str]:
+    """The `rmsprop train` arguments of a trial, for a user who wants to run one alone."""
+    default = g.Recipe(optimizer=recipe.optimizer)
+    args = []
+    for f in fields(g.Recipe):
+        value = getattr(recipe, f.name)
+        usual = f.default if f.name == "optimizer" else getattr(default, f.name)
+        if f.name in ("n_inputs", "n_classes") or value == usual or value is None:
+            continue
+        if f.name in g.FLAGS:
+            args.append(g.option(f.name))
+        else:
+            args += [g.option(f.name), g.train_options(recipe)[f.name] if f.name == "hidden" else str(value)]
+    return args
+
+
+def ended(folder: Path):
+    """The records of the trials that have ended so far (None before the first)."""
+    trials = folder / "trials"
+    return (list(trials.glob("*.json")) or None) if trials.exists() else None
+
+
 def comparable(rows) -> dict:
     """name -> the fields two equal runs share, each epoch without its seconds."""
     return {r["name"]: {**{k: r[k] for k in SAME},
@@ -85,7 +108,7 @@ def test_trials_equal_train_runs_and_a_rerun_skips_them(data_dir, tmp_path):
     assert result["counts"]["finished"] == 4 and len(result["trials"]) == 4
     for row in result["trials"]:
         recipe = g.Recipe.from_dict(row["recipe"])
-        t = rmsprop("train", *g.train_command(recipe), "--data-dir", data_dir, "--output", tmp_path / row["name"],
+        t = rmsprop("train", *train_command(recipe), "--data-dir", data_dir, "--output", tmp_path / row["name"],
                     "--json")
         assert t.returncode == 0, t.stderr
         alone = json.loads(t.stdout)
@@ -121,8 +144,7 @@ def test_a_signal_to_the_process_group_saves_what_runs_and_the_printed_command_c
     folder = tmp_path / "sweep"
     proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder)
     try:
-        wait_for(lambda: list((folder / "trials").glob("*.json")) if (folder / "trials").exists() else None,
-                 "the first trial to end")
+        wait_for(lambda: ended(folder), "the first trial to end")
         os.killpg(proc.pid, signum)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -158,8 +180,7 @@ def test_a_killed_worker_process_loses_nothing(data_dir, tmp_path, reference):
     folder = tmp_path / "sweep"
     proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder, "--json")
     try:
-        wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json")),
-                 "the first trial to end")
+        wait_for(lambda: ended(folder), "the first trial to end")
         victim = wait_for(lambda: _workers_of(proc.pid), "the worker processes")[0]
         os.kill(victim, signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
@@ -176,8 +197,7 @@ def test_workers_stop_when_the_sweep_is_killed(data_dir, tmp_path):
     folder = tmp_path / "sweep"
     proc = start("sweep", *GRID, "--seeds", "0,1", *LONG, "--data-dir", data_dir, "--output", folder)
     try:
-        workers = wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json"))
-                           and _workers_of(proc.pid), "the first trial to end")
+        workers = wait_for(lambda: ended(folder) and _workers_of(proc.pid), "the first trial to end")
         proc.kill()   # SIGKILL: nothing of the sweep runs any more
         proc.communicate(timeout=30)
         wait_for(lambda: not any(Path(f"/proc/{w}").exists() and "spawn_main" in

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from rmsprop_cli import grid as g
-from test_sweep import GRID, LONG, comparable, kill_group, records, rmsprop, start, wait_for
+from test_sweep import (GRID, LONG, comparable, ended, kill_group, records, rmsprop, start, train_command,
+                        wait_for)
 
 distributed = pytest.importorskip("distributed", reason="the Dask tests need pip install 'rmsprop-cli[cluster]'")
 
@@ -74,8 +75,7 @@ def test_a_cluster_gives_the_local_results_even_when_a_worker_is_killed(cluster,
                 return busy and (busy[0], pids[busy[0]])
 
             # Once a trial has ended (so workers are warm), kill one that is training another.
-            wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json")),
-                     "the first trial to end", timeout=180)
+            wait_for(lambda: ended(folder), "the first trial to end", timeout=180)
             address, pid = wait_for(busy_worker, "a worker with a trial")
             os.kill(pid, signal.SIGKILL)
             wait_for(lambda: address not in client.scheduler_info()["workers"], "the scheduler to notice")
@@ -88,7 +88,7 @@ def test_a_cluster_gives_the_local_results_even_when_a_worker_is_killed(cluster,
     assert {r["worker"].split(":")[1] for r in result["trials"]} - {str(pid)}   # the survivor trained the rest
     for row in result["trials"][::5]:   # and a trial is `rmsprop train` with its options
         recipe = g.Recipe.from_dict(row["recipe"])
-        t = rmsprop("train", *g.train_command(recipe), "--data-dir", data_dir, "--output", tmp_path / row["name"],
+        t = rmsprop("train", *train_command(recipe), "--data-dir", data_dir, "--output", tmp_path / row["name"],
                     "--json")
         assert t.returncode == 0, t.stderr
         alone = json.loads(t.stdout)
@@ -100,8 +100,7 @@ def test_sigterm_saves_what_runs_and_the_folder_continues_locally(cluster, data_
     folder = tmp_path / "sweep"
     proc = start(*_sweep_args(data_dir, folder), "--scheduler", cluster)
     try:
-        wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json")),
-                 "the first trial to end", timeout=180)
+        wait_for(lambda: ended(folder), "the first trial to end", timeout=180)
         proc.send_signal(signal.SIGTERM)   # to the sweep only: it tells the cluster's trials to stop
         out, err = proc.communicate(timeout=120)
     finally:
@@ -134,8 +133,7 @@ def test_a_scheduler_lost_mid_sweep_is_exit_8(data_dir, tmp_path):
         with distributed.Client(address, timeout="60s") as client:
             client.wait_for_workers(1, timeout=60)
         proc = start(*_sweep_args(data_dir, folder), "--scheduler", address)
-        wait_for(lambda: (folder / "trials").exists() and list((folder / "trials").glob("*.json")),
-                 "the first trial to end", timeout=180)
+        wait_for(lambda: ended(folder), "the first trial to end", timeout=180)
         scheduler.kill()
         out, err = proc.communicate(timeout=120)
     finally:

@@ -16,6 +16,7 @@ from rmsprop_cli.cli import app
 from rmsprop_cli.config import Recipe, build_recipe
 from rmsprop_cli.errors import ConfigError
 from rmsprop_cli.sweep_table import SweepTable, combinations, trial_row
+from test_sweep import train_command
 
 runner = CliRunner()
 
@@ -133,7 +134,7 @@ def test_train_command_trains_the_same_recipe():
                       {"epochs": 3, "momentum": 0.5, "nesterov": True, "clip_norm": 1.0}, [5]):
         original, training.run = training.run, fake_run
         try:
-            result = runner.invoke(app, ["train", *g.train_command(t.recipe), "--json"])
+            result = runner.invoke(app, ["train", *train_command(t.recipe), "--json"])
         finally:
             training.run = original
         assert result.exit_code == 0, result.output
