@@ -40,7 +40,8 @@ class Backend(Protocol):
 
 
 def _driver_problem(exc: Exception) -> str:
-    """Numba's CUDA initialisation error, as one line that says what is missing."""
+    """A CUDA error (from initialising the driver, compiling, loading or launching a kernel,
+    allocating memory) as one line that says what is wrong and what to do."""
     text = " ".join(str(exc).split())
     lowered = text.lower()
     if "driver library cannot be found" in lowered or "libcuda" in lowered:
@@ -49,12 +50,40 @@ def _driver_problem(exc: Exception) -> str:
         return "the NVIDIA driver found no GPU (CUDA_ERROR_NO_DEVICE)"
     if "insufficient_driver" in lowered or "driver version is insufficient" in lowered:
         return "the NVIDIA driver is older than the CUDA runtime needs; update the driver"
-    return f"CUDA could not be initialised ({text[:200]})"
+    if "unsupported_ptx_version" in lowered or "ptx version" in lowered:
+        return ("the NVIDIA driver is too old to load code from this CUDA compiler "
+                "(CUDA_ERROR_UNSUPPORTED_PTX_VERSION); update the driver, or install the numba-cuda extra that "
+                "matches it (pip install 'numba-cuda[cu12]' for a CUDA 12 driver)")
+    if "out_of_memory" in lowered or "out of memory" in lowered:
+        return ("the GPU ran out of memory (CUDA_ERROR_OUT_OF_MEMORY); close what else uses it "
+                "(nvidia-smi lists it), or use a smaller --batch-size or --hidden")
+    return f"CUDA failed ({type(exc).__name__}: {text[:200]})"
+
+
+def cuda_failure(exc: Exception, when: str) -> Exception:
+    """What to raise for exc, met `when`: a DeviceError (exit 7) for anything CUDA raised,
+    exc itself for the project's own errors."""
+    from ..errors import RmspropError
+
+    if isinstance(exc, RmspropError):
+        return exc
+    return DeviceError(f"--device cuda failed {when}: {_driver_problem(exc)}; or use --device cpu")
+
+
+def _probe(cuda) -> None:
+    """Compile, load and run a one-thread kernel; raises whatever CUDA raises when it cannot."""
+    from ..kernels import cuda as kernels
+
+    out = cuda.to_device(np.zeros(1, np.int32))
+    kernels.probe[1, 1](out)
+    if out.copy_to_host()[0] != 1:
+        raise RuntimeError("a one-thread test kernel ran but did not write its result")
 
 
 @functools.lru_cache(maxsize=1)
 def cuda_status() -> tuple[bool, str, dict]:
-    """(usable, one line: the GPU or why CUDA cannot be used, details for `rmsprop info`)."""
+    """(usable, one line: the GPU or why CUDA cannot be used, details for `rmsprop info`).
+    Usable means a one-thread kernel compiled, loaded and ran here."""
     try:
         import numba
         from numba import cuda
@@ -78,6 +107,10 @@ def cuda_status() -> tuple[bool, str, dict]:
     details = {"name": name, "compute_capability": cc}
     if not have_nvvm:
         return False, f"found {name}, but not the CUDA compiler (NVVM) that Numba needs; {INSTALL_CUDA} brings it", details
+    try:
+        _probe(cuda)
+    except Exception as e:
+        return False, f"found {name}, but a test kernel could not run on it: {_driver_problem(e)}", details
     return True, f"{name}, compute capability {cc}", details
 
 

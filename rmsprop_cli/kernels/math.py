@@ -262,3 +262,13 @@ def bias_corrections(hp, t):
     c1 = 1.0 / (1.0 - d1 ** t) if d1 > 0 else 1.0
     c2 = 1.0 / (1.0 - d2 ** t) if d2 > 0 else 1.0
     return np.float32(c1), np.float32(c2)
+
+
+@njit(**JIT)
+def schedule_table(hp, step0, out):
+    """out[i] = (learning rate, bias corrections) of update step0 + i + 1, as
+    float32: a CUDA chunk's per-step scalars, which its kernels read from the
+    device (kernels/cuda_layout.py) instead of taking them from the host."""
+    for i in range(out.shape[0]):
+        out[i, 0] = np.float32(learning_rate_at(hp, step0 + i))
+        out[i, 1], out[i, 2] = bias_corrections(hp, step0 + i + 1)

@@ -7,8 +7,7 @@ On the simulator every CUDA thread is a Python thread, so shapes stay small.
 import numpy as np
 import pytest
 
-from naive import naive_dense_backward, naive_dense_forward, naive_softmax_xent, sparse_images, sparse_inputs
-from naive import ACTIVATIONS as NAIVE_ACTIVATIONS
+from naive import naive_dense_backward, naive_dense_forward, naive_softmax_xent, sparse_images
 from rmsprop_cli import model
 from rmsprop_cli.activations import ACTIVATIONS, IDENTITY, RELU
 from rmsprop_cli.backends.cpu import CpuBackend
@@ -67,83 +66,83 @@ def test_relu_keeps_nan_for_the_divergence_check():
     assert np.isnan(out[0, 0]) and out[0, 1] == 1.0
 
 
-def _backward(x, w, b, act, dout, labels, hp, lr=F32(0.01), act_kind=RELU):
-    """Run dense_backward_update on one layer; dout holds the layer above's partial sums of
-    dLoss/d(output), or no parts for the last layer.  Returns (W, b, state, dx, loss, correct),
-    dx summed over its parts."""
-    n, n_in = x.shape
-    n_out = w.shape[1]
-    theta = np.concatenate([w.ravel(), b]).astype(F32)
-    state = np.zeros((3, theta.size), F32)
-    state[0] = 0.5  # a non-zero accumulator, so that v's decay shows
-    dx = np.full((blocks(n_out, T), n, n_in), np.nan, F32)  # every element is written
-    losses, corrects = np.zeros(2, F32), np.zeros(2, np.int32)
-    cuda_kernels.dense_backward_update[(blocks(n_out, T), blocks(n_in, cuda_kernels.DEPTH)), BLOCK](
-        x, np.arange(n), 0, n, F32(1), theta, 0, act, act_kind, dout, labels, 0,
-        state, hp[0], lr, F32(1), F32(1), dx, np.zeros(0, F32), np.zeros(2), 0, losses, corrects, 1)
-    return (theta[:w.size].reshape(w.shape), theta[w.size:], state, dx.sum(0), losses[1], corrects[1])
+def _buffers(gpu):
+    """Each layer's inputs and deltas for the rows of the batch, as batch_rows left them in the buffer."""
+    buf, layout = gpu.buf.copy_to_host(), gpu.layout
+    r, sizes, rows = layout.regions(), layout.sizes, layout.rows
+    acts, deltas, at, dt = [], [], r["acts"], r["deltas"]
+    for l, width in enumerate(sizes):
+        acts.append(buf[at:at + rows * width].reshape(rows, width))
+        at += rows * width
+        if l:
+            deltas.append(buf[dt:dt + rows * width].reshape(rows, width))
+            dt += rows * width
+    return acts, deltas, buf[r["row_loss"]:r["row_loss"] + 2 * rows].reshape(2, rows)
 
 
-def _cpu_backward(x, w, b, delta, hp, lr=F32(0.01)):
-    w, b = w.copy(), b.copy()
-    vw, vb = np.full_like(w, 0.5), np.full_like(b, 0.5)
-    dx = np.zeros_like(x)
-    K.dense_backward_update(x, w, b, delta, vw, vb, np.zeros_like(w), np.zeros_like(b), np.zeros_like(w),
-                            np.zeros_like(b), dx, True, RELU, hp[1], False, lr, F32(1), F32(1))
-    return w, b, vw, vb, dx
+def naive_step(theta, sizes, x, y, act):
+    """Float64: every layer's output, the loss sum, the correct count, every layer's delta and the gradient."""
+    tensors = model.views(theta.astype(np.float64), sizes)
+    outs, n_layers = [x.astype(np.float64)], len(sizes) - 1
+    for l in range(n_layers):
+        outs.append(naive_dense_forward(outs[-1], tensors[2 * l], tensors[2 * l + 1], act if l < n_layers - 1 else None))
+    loss, correct, delta = naive_softmax_xent(outs[-1], y)
+    deltas, grads = [delta], []
+    for l in range(n_layers - 1, -1, -1):
+        gw, gb, dx = naive_dense_backward(outs[l], tensors[2 * l], deltas[0], act)
+        grads = [gw.ravel(), gb] + grads
+        if l:
+            deltas.insert(0, dx)
+    return outs, loss, correct, deltas, np.concatenate(grads)
 
 
-@pytest.mark.parametrize("n,n_in,n_out", SHAPES)
-@pytest.mark.parametrize("placement", ["inside", "outside"])
+# Networks: no hidden layer, the usual two, one wider than a block of batch_rows' threads, three hidden.
+NETWORKS = [(5, 3), (20, 12, 6, 10), (9, 130, 4), (17, 7, 5, 3, 4)]
+
+
+@pytest.mark.parametrize("sizes", NETWORKS, ids=str)
 @pytest.mark.parametrize("activation", list(ACTIVATIONS))
-def test_hidden_layer_backward_update_matches_cpu_twin(n, n_in, n_out, placement, activation):
-    """Gradient, RMSProp step and dx (masked by ReLU where the next layer reads it), for a layer
-    whose own output went through `activation`."""
-    rng = np.random.default_rng(n + n_in * n_out)
-    x = sparse_inputs(rng, n, n_in)
-    w = rng.normal(size=(n_in, n_out)).astype(F32)
-    b = rng.normal(size=n_out).astype(F32)
-    forward, derivative = NAIVE_ACTIVATIONS[activation]
-    act = forward(rng.normal(size=(n, n_out))).astype(F32)   # the layer's output
-    parts = rng.normal(size=(2, n, n_out)).astype(F32)       # the layer above's partial sums
-    hp = hp_of(eps_placement=placement)
-    w_gpu, b_gpu, state, dx, _, _ = _backward(x, w, b, act, parts, np.zeros(n, np.int32), hp,
-                                              act_kind=KINDS[activation])
-    delta = ((parts[0] + parts[1]) * derivative(act.astype(np.float64))).astype(F32)
-    w_cpu, b_cpu, vw, vb, dx_cpu = _cpu_backward(x, w, b, delta, hp)
-    np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(b_gpu, b_cpu, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(state[0], np.concatenate([vw.ravel(), vb]), rtol=1e-5, atol=1e-7)
-    # dx is written unmasked; the mask of the layer below (x > 0) is applied where it is read.
-    np.testing.assert_allclose(dx * (x > 0), dx_cpu, rtol=1e-5, atol=1e-5)
-    gw, gb, ref_dx = naive_dense_backward(x, w, delta)
-    np.testing.assert_allclose(dx * (x > 0), ref_dx, rtol=1e-4, atol=1e-4)
+@pytest.mark.parametrize("m", [1, 7])
+def test_a_training_step_matches_the_float64_reference(sizes, activation, m):
+    """batch_rows (forward, loss, deltas) and weight_rows (gradient, step) against plain float64 numpy:
+    with SGD at lr 1, the step moves each parameter by exactly its gradient."""
+    rng = np.random.default_rng(len(sizes) * 10 + m)
+    images, x = sparse_images(rng, 11, sizes[0])
+    y = rng.integers(0, sizes[-1], 11)
+    recipe = Recipe(optimizer="sgd", lr=1.0, hidden=sizes[1:-1], n_inputs=sizes[0], n_classes=sizes[-1], epochs=1,
+                    batch_size=7, activation=activation)
+    opt = Optimizer(recipe, 2)
+    theta = model.glorot_init(sizes, rng)
+    gpu = CudaBackend(sizes, 7, opt, theta, opt.init(theta.size), images, y)
+    order = rng.permutation(11).astype(np.int64)
+    start = 11 - m   # m = 7: a whole batch; m = 1: the ragged last row alone
+    loss, correct, seen, bad = gpu.train_chunk(order, start, 1)
+    rows = order[start:]
+    outs, ref_loss, ref_correct, ref_deltas, grad = naive_step(theta, sizes, x[rows], y[rows], activation)
+    acts, deltas, row_stats = _buffers(gpu)
+    assert (seen, bad, correct) == (m, -1, ref_correct)
+    assert loss == pytest.approx(ref_loss, rel=1e-5, abs=1e-6)
+    np.testing.assert_allclose(row_stats[0, :m].sum(), ref_loss, rtol=1e-5)
+    for l, out in enumerate(outs):
+        np.testing.assert_allclose(acts[l][:m], out, rtol=1e-4, atol=1e-5)
+    for l, delta in enumerate(ref_deltas):
+        np.testing.assert_allclose(deltas[l][:m], delta, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(theta - gpu.params(), grad, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("n,c", [(1, 2), (7, 3), (33, 10)])
-@pytest.mark.parametrize("scale", [0.1, 5.0, 80.0])
-def test_last_layer_softmax_loss_and_update_match_cpu_twin(n, c, scale):
-    """The last layer's kernel computes softmax cross-entropy itself: loss, correct count, gradient."""
-    rng = np.random.default_rng(n * c)
-    n_in = 19
-    x = sparse_inputs(rng, n, n_in)
-    w = rng.normal(size=(n_in, c)).astype(F32)
-    b = rng.normal(size=c).astype(F32)
-    z = (rng.normal(size=(n, c)) * scale).astype(F32)
-    y = rng.integers(0, c, n)
-    hp = hp_of()
-    w_gpu, b_gpu, state, dx, loss, correct = _backward(x, w, b, z, np.zeros((0, n, c), F32), y.astype(np.int32), hp)
-    delta = np.zeros_like(z)
-    cpu_loss, cpu_correct = K.softmax_xent(z, y, delta, F32(1 / n))
-    ref_loss, ref_correct, _ = naive_softmax_xent(z, y)
-    assert np.isfinite(loss)
-    assert loss == pytest.approx(cpu_loss, rel=1e-5, abs=1e-5)
-    assert loss == pytest.approx(ref_loss, rel=1e-4, abs=1e-4)
-    assert correct == cpu_correct == ref_correct
-    w_cpu, b_cpu, vw, vb, dx_cpu = _cpu_backward(x, w, b, delta, hp)
-    np.testing.assert_allclose(w_gpu, w_cpu, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(b_gpu, b_cpu, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(dx * (x > 0), dx_cpu, rtol=1e-5, atol=1e-5)
+def test_the_full_width_of_layer_0():
+    """784 pixels, as MNIST: every input column of layer 0 reaches the forward pass and the gradient."""
+    rng = np.random.default_rng(7)
+    sizes = (784, 8, 10)
+    images, x = sparse_images(rng, 4, 784)
+    y = rng.integers(0, 10, 4)
+    opt = Optimizer(Recipe(optimizer="sgd", lr=1.0, hidden=(8,), epochs=1, batch_size=4), 1)
+    theta = model.glorot_init(sizes, rng)
+    gpu = CudaBackend(sizes, 4, opt, theta, opt.init(theta.size), images, y)
+    loss, correct, seen, bad = gpu.train_chunk(np.arange(4, dtype=np.int64), 0, 1)
+    _, ref_loss, ref_correct, _, grad = naive_step(theta, sizes, x, y, "relu")
+    assert loss == pytest.approx(ref_loss, rel=1e-5) and correct == ref_correct and seen == 4
+    np.testing.assert_allclose(theta - gpu.params(), grad, rtol=1e-4, atol=1e-6)
 
 
 OPTIONS = [
@@ -182,7 +181,7 @@ def test_training_steps_match_cpu_backend(options):
     for name, value in cpu.optimizer_state().items():
         np.testing.assert_allclose(gpu.optimizer_state()[name], value, rtol=1e-4, atol=1e-7)
     assert gpu.step == cpu.step == 3
-    assert gpu.launches == 3 * (2 * 3 + (1 if options.get("clip_norm") else 0))
+    assert gpu.launches == 3 * (2 + (1 if options.get("clip_norm") else 0))
 
 
 def test_a_ragged_last_batch_matches_cpu_backend():
