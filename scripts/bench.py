@@ -78,9 +78,10 @@ def recipe_fields(items: list[str]) -> dict:
     return fields
 
 
-def measure(args: argparse.Namespace):
+def measure(args: argparse.Namespace, details: bool = False):
     """Train args.epochs epochs of the default recipe on args.device, printing as it goes;
-    returns the backend, so callers can read backend-specific counters."""
+    returns the backend, so callers can read backend-specific counters (with details: also the
+    history and a dict of the median epoch, evaluation images/s and test accuracy)."""
     if getattr(args, "threads", None):
         from rmsprop_cli import threads
 
@@ -137,6 +138,9 @@ def measure(args: argparse.Namespace):
     print(f"evaluation of {len(test_images):,} test images: median {ev * 1000:.1f} ms "
           f"({len(test_images) / ev:,.0f} samples/s); test accuracy after {len(history)} epochs "
           f"{correct / len(test_images):.2%}")
+    if details:
+        return backend, history, {"median_epoch_s": epoch, "eval_images_per_s": len(test_images) / ev,
+                                  "test_accuracy": correct / len(test_images)}
     return backend
 
 

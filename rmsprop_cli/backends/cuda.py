@@ -107,17 +107,25 @@ class CudaBackend:
             both[1, :len(order)] = self.y[order]
             self.order.copy_to_device(both)
 
-    def _run_part(self, lo: int, count: int, n_rows: int):
-        """count steps from position lo of the order, their scalars first; returns the device's (loss, correct) pairs."""
+    def start_part(self, lo: int, count: int, n_rows: int):
+        """Before count steps from position lo of an order of n_rows: their scalars and the counters."""
         schedule.schedule_table(self.hp, self.step, self.table[:count])
         self.d_table[:3 * count].copy_to_device(self.table[:count].ravel())
         self.meta_host[[STEP_A, START, N_ROWS]] = 0, lo, n_rows
         self.meta.copy_to_device(self.meta_host)
+
+    def launch_steps(self, count: int):
+        """count training steps: the host's whole work per step (scripts/bench_gpu.py times it)."""
         steps = self.steps
         for _ in range(count):
             for launch in steps:
                 launch()
         self.launches += count * len(steps)
+
+    def _run_part(self, lo: int, count: int, n_rows: int):
+        """count steps from position lo of the order; returns the device's (loss sum, correct) of each."""
+        self.start_part(lo, count, n_rows)
+        self.launch_steps(count)
         return self.d_stats[:2 * count].copy_to_host().reshape(count, 2)
 
     def train_chunk(self, order, start, n_batches):
