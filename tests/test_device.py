@@ -31,7 +31,11 @@ def tiny_run(data_dir, tmp_path):
      "installed", "no NVIDIA driver"),
     ("[CUresult.CUDA_ERROR_NO_DEVICE] Call to cuInit results in CUDA_ERROR_NO_DEVICE", "found no GPU"),
     ("CUDA_ERROR_INSUFFICIENT_DRIVER", "older than the CUDA runtime"),
-    ("something\nelse entirely", "CUDA could not be initialised (something else entirely)"),
+    ("[CUresult.CUDA_ERROR_UNSUPPORTED_PTX_VERSION] Call to cuModuleLoadData results in "
+     "CUDA_ERROR_UNSUPPORTED_PTX_VERSION", "update the driver"),
+    ("[CUresult.CUDA_ERROR_OUT_OF_MEMORY] Call to cuMemAlloc results in CUDA_ERROR_OUT_OF_MEMORY",
+     "ran out of memory"),
+    ("something\nelse entirely", "CUDA failed (RuntimeError: something else entirely)"),
 ])
 def test_driver_errors_become_one_line_that_says_what_is_missing(text, expected):
     message = _driver_problem(RuntimeError(text))
@@ -105,3 +109,61 @@ def test_info_shows_the_gpu_where_there_is_one(monkeypatch):
     about = json.loads(runner.invoke(app, ["info", "--json"]).stdout)
     assert about["cuda"]["usable"] and about["cuda"]["compute_capability"] == "9.0"
     assert "usable: NVIDIA H100" in runner.invoke(app, ["info"]).stdout
+
+
+class FakeDevice:
+    name = b"NVIDIA Stand-in"
+    compute_capability = (9, 0)
+
+
+@pytest.fixture
+def a_gpu_that_cannot_run_kernels(monkeypatch):
+    """A driver and a device are found, but loading any kernel fails as an old driver does."""
+    from numba import cuda
+    from numba.cuda.cudadrv import nvvm
+
+    def fail(_cuda):
+        raise RuntimeError("[CUresult.CUDA_ERROR_UNSUPPORTED_PTX_VERSION] Call to cuLibraryLoadData results in "
+                           "CUDA_ERROR_UNSUPPORTED_PTX_VERSION")
+
+    monkeypatch.setattr(cuda, "get_current_device", lambda: FakeDevice())
+    monkeypatch.setattr(nvvm, "is_available", lambda: True)
+    monkeypatch.setattr(backends, "_probe", fail)
+    backends.cuda_status.cache_clear()
+    yield
+    backends.cuda_status.cache_clear()
+
+
+def test_cuda_is_usable_only_where_a_test_kernel_runs(a_gpu_that_cannot_run_kernels, tiny_run):
+    usable, detail, details = backends.cuda_status()
+    assert not usable and details["name"] == "NVIDIA Stand-in"
+    assert "a test kernel could not run on it" in detail and "UNSUPPORTED_PTX_VERSION" in detail
+    result = runner.invoke(app, ["train", *tiny_run, "--device", "auto"])
+    assert result.exit_code == 0, result.output
+    assert "--device auto: using the CPU, since CUDA cannot be used: found NVIDIA Stand-in" in result.stderr
+    result = runner.invoke(app, ["info"])
+    assert "a test kernel could not run" in result.stdout
+
+
+def test_a_cuda_failure_while_setting_up_is_one_line_with_exit_7(monkeypatch, tiny_run):
+    """CUDA said usable, then failed on the first allocation (here: there is no driver at all)."""
+    monkeypatch.setattr(backends, "cuda_status", lambda: (True, "a GPU", {}))
+    result = runner.invoke(app, ["train", *tiny_run, "--device", "cuda"])
+    assert result.exit_code == 7, result.output
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("Error: --device cuda failed while setting up the GPU's buffers: ")
+    assert "--device cpu" in message and "Traceback" not in result.output
+
+
+def test_a_cuda_failure_at_warm_up_is_a_device_error(monkeypatch):
+    from rmsprop_cli.backends.cuda import CudaBackend
+
+    backend = object.__new__(CudaBackend)
+    backend.y, backend.simulator = [1], False
+
+    def fail():
+        raise RuntimeError("[CUresult.CUDA_ERROR_OUT_OF_MEMORY] Call to cuMemAlloc results in CUDA_ERROR_OUT_OF_MEMORY")
+
+    backend._warm_up = fail
+    with pytest.raises(DeviceError, match="while compiling and starting the kernels: the GPU ran out of memory"):
+        backend.warm_up()

@@ -31,6 +31,9 @@ ACT_SCALE = np.float32(1.0)
 
 class CudaBackend:
     name = "cuda"
+    # Threads per block of batch_rows.  Its loops take any number, and the tests on the simulator
+    # (where each thread is a Python thread) use fewer; on a GPU, 128.
+    row_threads = ROW_THREADS
 
     def __init__(self, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None, step=0):
         try:
@@ -90,7 +93,7 @@ class CudaBackend:
 
     def _step_launches(self) -> list[Launch]:
         S, layout, sim = self.S, self.layout, self.simulator
-        launches = [Launch(S.batch_rows, layout.rows, ROW_THREADS, (self.images, self.order, self.buf, self.meta), sim),
+        launches = [Launch(S.batch_rows, layout.rows, self.row_threads, (self.images, self.order, self.buf, self.meta), sim),
                     Launch(S.weight_rows, layout.update_blocks, UPDATE_THREADS, (self.buf, self.meta), sim)]
         if layout.clip:
             launches.append(Launch(S.update_whole, layout.update_blocks, UPDATE_THREADS, (self.buf, self.meta), sim))

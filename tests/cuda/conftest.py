@@ -21,3 +21,19 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "tests/cuda/" in item.nodeid.replace("\\", "/") or item.nodeid.startswith("cuda/"):
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def fewer_threads_on_the_simulator(request, monkeypatch):
+    """On the simulator every CUDA thread is a Python thread: batch_rows runs with a warp per
+    block (its loops take any number), except in tests marked full_block, which keep the GPU's."""
+    import numba
+
+    if numba.config.ENABLE_CUDASIM and not request.node.get_closest_marker("full_block"):
+        from rmsprop_cli.backends.cuda import CudaBackend
+
+        monkeypatch.setattr(CudaBackend, "row_threads", 32)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "full_block: run batch_rows with the GPU's block size on the simulator too")

@@ -130,8 +130,10 @@ def test_a_training_step_matches_the_float64_reference(sizes, activation, m):
     np.testing.assert_allclose(theta - gpu.params(), grad, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.full_block
 def test_the_full_width_of_layer_0():
-    """784 pixels, as MNIST: every input column of layer 0 reaches the forward pass and the gradient."""
+    """784 pixels, as MNIST, and the GPU's block size: every input column of layer 0 reaches the
+    forward pass and the gradient."""
     rng = np.random.default_rng(7)
     sizes = (784, 8, 10)
     images, x = sparse_images(rng, 4, 784)
