@@ -134,6 +134,7 @@ def on_gpu(args) -> dict:
         backend, history, evaluation = measure(args, details=True)
     finally:
         sys.stdout = stdout
+    launches_per_step = backend.launches / backend.step   # training's own, before the timing below
     # Host and GPU time of the same steps: the host issues them, CUDA events time the GPU's work.
     from numba import cuda
 
@@ -163,9 +164,10 @@ def on_gpu(args) -> dict:
         b.warm_up()
         pair.append((b.train_chunk(order, 0, recipe.steps_per_epoch), b.params()))
     (cpu_stats, cpu_theta), (gpu_stats, gpu_theta) = pair
-    return {"device": backend.cuda.get_current_device().name.decode(), "median_epoch_s": evaluation["median_epoch_s"],
+    name = getattr(backend.cuda.get_current_device(), "name", "Numba's simulator")
+    return {"device": name.decode() if isinstance(name, bytes) else str(name), "median_epoch_s": evaluation["median_epoch_s"],
             "epochs_s": [m["seconds"] for m in history], "host_us_per_step": statistics.median(host),
-            "gpu_us_per_step": statistics.median(gpu), "launches_per_step": backend.launches / backend.step,
+            "gpu_us_per_step": statistics.median(gpu), "launches_per_step": launches_per_step,
             "launch_path": backend.launch_path, "eval_images_per_s": evaluation["eval_images_per_s"],
             "test_accuracy": evaluation["test_accuracy"],
             "one_epoch_loss_cpu": cpu_stats[0] / cpu_stats[2], "one_epoch_loss_gpu": gpu_stats[0] / gpu_stats[2],

@@ -155,15 +155,33 @@ def test_a_cuda_failure_while_setting_up_is_one_line_with_exit_7(monkeypatch, ti
     assert "--device cpu" in message and "Traceback" not in result.output
 
 
-def test_a_cuda_failure_at_warm_up_is_a_device_error(monkeypatch):
+def test_cuda_failures_at_warm_up_and_later_are_device_errors(monkeypatch):
+    from numba.cuda.cudadrv.driver import CudaAPIError
+
+    from rmsprop_cli.backends.cuda import CudaBackend
+
+    def fail(self, *args):
+        raise CudaAPIError(2, "Call to cuMemAlloc results in CUDA_ERROR_OUT_OF_MEMORY")
+
+    class Buffer:
+        copy_to_host = fail
+
+    backend = object.__new__(CudaBackend)
+    backend.y, backend.simulator, backend.buf, backend.step, backend.launches = [1], False, Buffer(), 0, 0
+    for method in ("_train_chunk", "_evaluate"):
+        monkeypatch.setattr(CudaBackend, method, fail)
+    with pytest.raises(DeviceError, match="while compiling and starting the kernels: the GPU ran out of memory"):
+        backend.warm_up()
+    with pytest.raises(DeviceError, match="failed while training: the GPU ran out of memory"):
+        backend.train_chunk(None, 0, 1)
+    with pytest.raises(DeviceError, match="failed while evaluating: the GPU ran out of memory.*--device cpu$"):
+        backend.evaluate(None, None)
+
+
+def test_a_bug_is_not_disguised_as_a_cuda_failure(monkeypatch):
     from rmsprop_cli.backends.cuda import CudaBackend
 
     backend = object.__new__(CudaBackend)
-    backend.y, backend.simulator = [1], False
-
-    def fail():
-        raise RuntimeError("[CUresult.CUDA_ERROR_OUT_OF_MEMORY] Call to cuMemAlloc results in CUDA_ERROR_OUT_OF_MEMORY")
-
-    backend._warm_up = fail
-    with pytest.raises(DeviceError, match="while compiling and starting the kernels: the GPU ran out of memory"):
-        backend.warm_up()
+    monkeypatch.setattr(CudaBackend, "_train_chunk", lambda self, *a: {}["no such key"])
+    with pytest.raises(KeyError):
+        backend.train_chunk(None, 0, 1)

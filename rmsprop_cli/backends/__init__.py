@@ -60,12 +60,16 @@ def _driver_problem(exc: Exception) -> str:
     return f"CUDA failed ({type(exc).__name__}: {text[:200]})"
 
 
-def cuda_failure(exc: Exception, when: str) -> Exception:
-    """What to raise for exc, met `when`: a DeviceError (exit 7) for anything CUDA raised,
-    exc itself for the project's own errors."""
-    from ..errors import RmspropError
+def is_cuda_error(exc: BaseException) -> bool:
+    """Whether exc comes from CUDA itself: numba-cuda's driver, NVVM or linker, or cuda-python
+    (cuda.core, cuda.bindings).  Anything else is a bug of this tool, and keeps its traceback."""
+    return (type(exc).__module__ or "").startswith(("numba.cuda.cudadrv", "cuda."))
 
-    if isinstance(exc, RmspropError):
+
+def cuda_failure(exc: Exception, when: str) -> Exception:
+    """What to raise for exc, met `when`: a DeviceError (exit 7) for anything CUDA raised, exc itself
+    otherwise."""
+    if not is_cuda_error(exc):
         return exc
     return DeviceError(f"--device cuda failed {when}: {_driver_problem(exc)}; or use --device cpu")
 

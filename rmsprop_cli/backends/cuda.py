@@ -13,6 +13,8 @@ arguments every time (cuda_launch.py).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .. import model
@@ -20,7 +22,7 @@ from ..activations import ACTIVATIONS, IDENTITY
 from ..hyper import CLIP_NORM
 from ..kernels import math as schedule  # the per-step scalars: one definition, on the host
 from ..kernels.cuda_layout import (N_ROWS, ROW_THREADS, START, STEP_A, TABLE_STEPS, UPDATE_THREADS, Layout, blocks)
-from . import cuda_failure
+from . import cuda_failure, is_cuda_error
 from .cpu import STATE_ROWS, pixels
 from .cuda_launch import Launch
 
@@ -29,19 +31,29 @@ PIXEL_SCALE = np.float32(255.0)
 ACT_SCALE = np.float32(1.0)
 
 
+def _cuda_errors(when: str):
+    """A method whose CUDA failures (a launch that failed, a GPU that fell off the bus) become one line, exit 7."""
+    def wrap(method):
+        @functools.wraps(method)
+        def call(self, *args, **kwargs):
+            try:
+                return method(self, *args, **kwargs)
+            except Exception as e:
+                if not is_cuda_error(e):
+                    raise
+                raise cuda_failure(e, when) from None
+        return call
+    return wrap
+
+
 class CudaBackend:
     name = "cuda"
     # Threads per block of batch_rows.  Its loops take any number, and the tests on the simulator
     # (where each thread is a Python thread) use fewer; on a GPU, 128.
     row_threads = ROW_THREADS
 
+    @_cuda_errors("while setting up the GPU's buffers")
     def __init__(self, sizes, batch_size, optimizer, theta, opt_state, images=None, y=None, step=0):
-        try:
-            self._setup(sizes, batch_size, optimizer, theta, opt_state, images, y, step)
-        except Exception as e:
-            raise cuda_failure(e, "while setting up the GPU's buffers") from None
-
-    def _setup(self, sizes, batch_size, optimizer, theta, opt_state, images, y, step):
         import warnings
 
         import numba
@@ -131,7 +143,11 @@ class CudaBackend:
         self.launch_steps(count)
         return self.d_stats[:2 * count].copy_to_host().reshape(count, 2)
 
+    @_cuda_errors("while training")
     def train_chunk(self, order, start, n_batches):
+        return self._train_chunk(order, start, n_batches)
+
+    def _train_chunk(self, order, start, n_batches):
         self._use_order(order)
         n_rows, batch = len(order), self.batch_size
         losses, corrects, seen = [], [], 0
@@ -144,7 +160,7 @@ class CudaBackend:
             bad = np.flatnonzero(~np.isfinite(stats[:, 0]))
             kept = count if bad.size == 0 else int(bad[0])
             losses.append(stats[:kept, 0].astype(np.float64))
-            corrects.append(stats[:kept, 1])
+            corrects.append(stats[:kept, 1].astype(np.int64))
             seen += min(n_rows - lo, kept * batch)
             self.step += kept
             if bad.size:
@@ -159,15 +175,13 @@ class CudaBackend:
         Any CUDA failure here (a driver too old for the PTX, too little memory) is a DeviceError."""
         if len(self.y) == 0 or self.simulator:
             return  # nothing to train on, or the simulator, which compiles nothing
-        try:
-            self._warm_up()
-        except Exception as e:
-            raise cuda_failure(e, "while compiling and starting the kernels") from None
+        self._warm_up()
 
     def _one_step(self):
-        self.train_chunk(np.arange(1, dtype=np.int64), 0, 1)
+        self._train_chunk(np.arange(1, dtype=np.int64), 0, 1)
         return self.buf.copy_to_host().view(np.uint32), self.meta.copy_to_host()
 
+    @_cuda_errors("while compiling and starting the kernels")
     def _warm_up(self):
         saved, step, launches = self.buf.copy_to_host(), self.step, self.launches
         public = self._one_step()
@@ -187,7 +201,7 @@ class CudaBackend:
                 launch.unprepare()
         self.buf.copy_to_device(saved)
         self.step, self.launches, self._order = step, launches, None
-        self.evaluate(self.first_image, self.y[:1])
+        self._evaluate(self.first_image, self.y[:1])
         self._eval = None
 
     # --- inference --------------------------------------------------------------------
@@ -221,7 +235,11 @@ class CudaBackend:
             x, rows, xlo, scale = out, self.ident, 0, ACT_SCALE
         return self.eval_acts[-1]
 
+    @_cuda_errors("while evaluating")
     def evaluate(self, images, y):
+        return self._evaluate(images, y)
+
+    def _evaluate(self, images, y):
         n, n_classes = len(images), self.sizes[-1]
         confusion = np.zeros((n_classes, n_classes), np.int64)
         if n == 0:
@@ -237,6 +255,7 @@ class CudaBackend:
         loss = float(losses.copy_to_host().astype(np.float64).sum())
         return loss, int(correct.copy_to_host()[0]), d_confusion.copy_to_host()
 
+    @_cuda_errors("while predicting")
     def predict_proba(self, images):
         n = len(images)
         probs = self.cuda.device_array((n, self.sizes[-1]), np.float32)
@@ -249,6 +268,7 @@ class CudaBackend:
 
     # --- state --------------------------------------------------------------------------
 
+    @_cuda_errors("while copying the weights")
     def set_state(self, theta, opt_state):
         n = self.layout.n_params
         self.theta.copy_to_device(np.ascontiguousarray(theta, dtype=np.float32))
@@ -257,9 +277,11 @@ class CudaBackend:
             state[STATE_ROWS[name]] = opt_state[name]
         self.state.copy_to_device(state.ravel())
 
+    @_cuda_errors("while copying the weights")
     def params(self):
         return self.theta.copy_to_host()
 
+    @_cuda_errors("while copying the weights")
     def optimizer_state(self):
         state = self.state.copy_to_host().reshape(3, -1)
         return {name: state[STATE_ROWS[name]].copy() for name in self.names}

@@ -12,7 +12,9 @@ on the host, rounded once to float32), and reads back each step's loss sum
 and correct count.  The step counters advance on the device: batch_rows
 reads STEP_A and copies it to STEP_B; the last kernel of a step reads STEP_B
 and writes STEP_B + 1 to STEP_A.  No kernel writes a counter that its own
-blocks read, so no block can see a half-finished step.
+blocks read, so no block can see a half-finished step.  A step whose loss is
+not finite is not applied, and its last kernel writes -1 to STEP_A: every
+later kernel of the chunk then returns at once, as the CPU stops there.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ class Layout:
                    # each row's loss, then 1 where its argmax is the label
                    ("row_loss", 2 * rows),
                    ("stats", 2 * TABLE_STEPS), ("table", 3 * TABLE_STEPS), ("hyper", N_HYPER),
-                   ("partials", self.update_blocks)]
+                   ("partials", 2 * self.update_blocks)]
         out, at = {}, 0
         for name, length in lengths:
             out[name] = at

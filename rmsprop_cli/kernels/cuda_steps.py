@@ -37,6 +37,7 @@ from .math import ONE, ZERO, activate, activation_grad, register_cuda, softmax_t
 register_cuda()   # before any kernel below is compiled: they call math.py's functions
 
 PIXEL_SCALE = np.float32(255.0)
+INF = np.float32(math.inf)
 
 
 @cuda.jit(**CUDA_DEVICE)
@@ -63,21 +64,27 @@ def delta_at(meta, l):
 
 
 @cuda.jit(**CUDA_DEVICE)
-def batch_of(meta, step_slot):
-    """(step index in the chunk, first position in the order, rows) of the current step."""
-    bi = meta[step_slot]
+def batch_of(meta, bi):
+    """(first position in the order, rows) of step bi of the chunk."""
     lo = meta[START] + bi * meta[BATCH]
-    return bi, lo, min(meta[BATCH], meta[N_ROWS] - lo)
+    return lo, min(meta[BATCH], meta[N_ROWS] - lo)
 
 
 @cuda.jit(**CUDA_DEVICE)
-def block_sum(values, t, n):
-    """values[0] = the sum of values[:n], n a power of two, in the same order in every block."""
+def larger(a, b):
+    """The larger of a and b, NaN if either is (max may drop a NaN)."""
+    return a if a >= b or a != a else b
+
+
+@cuda.jit(**CUDA_DEVICE)
+def block_reduce(values, t, n, biggest):
+    """values[0] = the sum (or, with biggest, the largest) of values[:n], n a power of two, in
+    the same order in every block; every thread of the block must call it."""
     half = n // 2
     while half > 0:
         cuda.syncthreads()
         if t < half:
-            values[t] += values[t + half]
+            values[t] = larger(values[t], values[t + half]) if biggest else values[t] + values[t + half]
         half //= 2
     cuda.syncthreads()
 
@@ -93,9 +100,12 @@ def batch_rows(images, order, buf, meta):
     stats = cuda.shared.array(3, np.float32)   # row maximum, sum of softmax terms, argmax
     r = cuda.blockIdx.x
     t, nt = cuda.threadIdx.x, cuda.blockDim.x
-    bi, lo, m = batch_of(meta, STEP_A)
+    bi = meta[STEP_A]
     if r == 0 and t == 0:
         meta[STEP_B] = bi   # for the step's later kernels; no block of this one reads it
+    if bi < 0:
+        return   # halted: an earlier step's loss was not finite
+    lo, m = batch_of(meta, bi)
     if r >= m:
         return
     layers, act, rows = meta[LAYERS], int(buf[meta[HYPER] + ACTIVATION]), meta[BATCH]
@@ -156,7 +166,8 @@ def batch_rows(images, order, buf, meta):
 @cuda.jit(**CUDA_DEVICE)
 def gradient(buf, meta, i, m):
     """Parameter i's gradient: x[r, k] * delta[r, j] summed over the m rows of the batch for
-    W[k, j], delta[r, j] for b[j]; rows in order, as the CPU's weight and bias loops."""
+    W[k, j], delta[r, j] for b[j], in row order (the CPU's loops take the rows that are not zero
+    four at a time: the two agree to rounding)."""
     l = 0
     while l + 1 < meta[LAYERS] and param_at(meta, l + 1) <= meta[THETA] + i:
         l += 1
@@ -187,60 +198,93 @@ def apply_step(buf, meta, i, g, bi):
 
 
 @cuda.jit(**CUDA_DEVICE)
-def step_done(buf, meta, bi, m):
-    """The batch's loss sum and correct count, in row order, into the chunk's results; the next step's counter."""
+def batch_finite(buf, meta, m):
+    """Whether every row's loss is finite, which is when the CPU's float64 batch loss is: a step
+    whose loss is not finite is not applied, and no step after it runs (as on the CPU)."""
+    for r in range(m):
+        if not abs(buf[meta[ROW_LOSS] + r]) < INF:
+            return False
+    return True
+
+
+@cuda.jit(**CUDA_DEVICE)
+def step_done(buf, meta, bi, m, finite):
+    """The batch's loss sum and correct count, in row order, into the chunk's results; then the
+    next step's counter, or, for a loss that is not finite, -1: the chunk's later steps return at once."""
     loss, correct = ZERO, ZERO
     for r in range(m):
         loss += buf[meta[ROW_LOSS] + r]
         correct += buf[meta[ROW_LOSS] + meta[BATCH] + r]
-    buf[meta[STATS] + 2 * bi] = loss
+    buf[meta[STATS] + 2 * bi] = loss if finite else np.float32(math.nan)
     buf[meta[STATS] + 2 * bi + 1] = correct
-    meta[STEP_A] = bi + 1
+    meta[STEP_A] = bi + 1 if finite else -1
 
 
 @cuda.jit(**CUDA_JIT)
 def weight_rows(buf, meta):
-    """Thread i: parameter i's gradient, then its optimizer step (or, clipping by the
-    global norm, the gradient and this block's sum of squares, for update_whole)."""
-    squares = cuda.shared.array(UPDATE_THREADS, np.float32)
+    """Thread i: parameter i's gradient, then its optimizer step.  Clipping by the global norm,
+    the gradient instead, and this block's largest |g| and sum of (g / largest)², for update_whole:
+    scaled, the squares of a gradient as large as 1e20 do not overflow float32."""
+    scratch = cuda.shared.array(UPDATE_THREADS, np.float32)
     i, t = cuda.grid(1), cuda.threadIdx.x
-    bi, lo, m = batch_of(meta, STEP_B)
-    clip = meta[CLIP] != 0
+    bi = meta[STEP_B]
+    if bi < 0:
+        return
+    lo, m = batch_of(meta, bi)
     g = gradient(buf, meta, i, m) if i < meta[N_PARAMS] else ZERO
-    if not clip:
-        if i < meta[N_PARAMS]:
+    if meta[CLIP] == 0:
+        finite = batch_finite(buf, meta, m)
+        if i < meta[N_PARAMS] and finite:
             apply_step(buf, meta, i, g, bi)
         if i == 0:
-            step_done(buf, meta, bi, m)
+            step_done(buf, meta, bi, m, finite)
         return
     if i < meta[N_PARAMS]:
         buf[meta[GRAD] + i] = g
-    squares[t] = g * g
-    block_sum(squares, t, UPDATE_THREADS)
+    scratch[t] = abs(g)
+    block_reduce(scratch, t, UPDATE_THREADS, True)
+    top = scratch[0]
+    cuda.syncthreads()
+    scratch[t] = (g / top) * (g / top) if top > ZERO else ZERO
+    block_reduce(scratch, t, UPDATE_THREADS, False)
     if t == 0:
-        buf[meta[PARTIALS] + cuda.blockIdx.x] = squares[0]
+        q = meta[PARTIALS] + 2 * cuda.blockIdx.x
+        buf[q], buf[q + 1] = top, scratch[0]
 
 
 @cuda.jit(**CUDA_JIT)
 def update_whole(buf, meta):
-    """With --clip-norm: the whole gradient's norm (the blocks' sums of squares, added in the
-    same order by every block), the gradient scaled to at most max_norm, then the optimizer's step
-    (updates.update_whole on the CPU)."""
-    squares = cuda.shared.array(UPDATE_THREADS, np.float32)
+    """With --clip-norm: the whole gradient's norm (from the blocks' partial sums, combined in
+    the same order by every block), the gradient scaled to at most max_norm, then the optimizer's
+    step (updates.update_whole on the CPU)."""
+    scratch = cuda.shared.array(UPDATE_THREADS, np.float32)
     i, t = cuda.grid(1), cuda.threadIdx.x
-    bi, lo, m = batch_of(meta, STEP_B)
+    bi = meta[STEP_B]
+    if bi < 0:
+        return
+    lo, m = batch_of(meta, bi)
+    parts, q0 = meta[N_PARTIALS], meta[PARTIALS]
+    top = ZERO
+    for q in range(t, parts, UPDATE_THREADS):
+        top = larger(top, buf[q0 + 2 * q])
+    scratch[t] = top
+    block_reduce(scratch, t, UPDATE_THREADS, True)
+    top = scratch[0]
+    cuda.syncthreads()
     s = ZERO
-    for q in range(t, meta[N_PARTIALS], UPDATE_THREADS):
-        s += buf[meta[PARTIALS] + q]
-    squares[t] = s
-    block_sum(squares, t, UPDATE_THREADS)
-    if i < meta[N_PARAMS]:
-        norm = math.sqrt(squares[0])
+    if top > ZERO:
+        for q in range(t, parts, UPDATE_THREADS):
+            ratio = buf[q0 + 2 * q] / top
+            s += buf[q0 + 2 * q + 1] * (ratio * ratio)
+    scratch[t] = s
+    block_reduce(scratch, t, UPDATE_THREADS, False)
+    finite = batch_finite(buf, meta, m)
+    if i < meta[N_PARAMS] and finite:
+        norm = top * math.sqrt(scratch[0])
         max_norm = buf[meta[HYPER] + CLIP_NORM]
         g = buf[meta[GRAD] + i]
         if norm > max_norm:
             g *= max_norm / norm
         apply_step(buf, meta, i, g, bi)
     if i == 0:
-        step_done(buf, meta, bi, m)
-
+        step_done(buf, meta, bi, m, finite)

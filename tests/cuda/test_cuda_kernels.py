@@ -161,7 +161,7 @@ def _pair(options, sizes=(20, 12, 6, 10), n=48, batch=16, seed=3):
     rng = np.random.default_rng(seed)
     images, _ = sparse_images(rng, n, sizes[0])
     y = rng.integers(0, sizes[-1], n)
-    recipe = Recipe(lr=0.01, hidden=sizes[1:-1], n_inputs=sizes[0], epochs=1, batch_size=batch, **options)
+    recipe = Recipe(**{"lr": 0.01, **options}, hidden=sizes[1:-1], n_inputs=sizes[0], epochs=1, batch_size=batch)
     opt = Optimizer(recipe, -(-n // batch))
     theta = model.glorot_init(sizes, rng)
     state = opt.init(theta.size)
@@ -203,6 +203,39 @@ def test_a_diverging_batch_is_reported_like_on_cpu():
         backend.set_state(theta, {"v": np.zeros_like(theta)})
     order = np.arange(len(y), dtype=np.int64)
     assert gpu.train_chunk(order, 0, 2)[3] == cpu.train_chunk(order, 0, 2)[3] == 0
+
+
+@pytest.mark.parametrize("options", [{"optimizer": "sgd", "lr": 1e30}, {"optimizer": "sgd", "lr": 1e30, "clip_norm": 1e30}],
+                         ids=["plain", "clip-norm"])
+def test_a_run_that_diverges_mid_chunk_stops_where_the_cpu_does(options):
+    """The first step is fine and throws the weights far out, the second's loss is not finite: both
+    backends report batch 1, count batch 0 only, and keep the weights of after step 1."""
+    (cpu, gpu), images, y, rng = _pair(options, seed=5)
+    order = np.arange(len(y), dtype=np.int64)
+    a, b = cpu.train_chunk(order, 0, 3), gpu.train_chunk(order, 0, 3)
+    assert a[1:] == b[1:] and a[3] == 1 and a[2] == 16
+    assert b[0] == pytest.approx(a[0], rel=1e-5)
+    assert gpu.step == cpu.step == 1
+    theta = cpu.params()
+    assert np.isfinite(theta).all() and np.abs(theta).max() > 1e20   # step 1 was taken, step 2 was not
+    # lr 1e30 magnifies float32 rounding in a gradient's cancelling terms: compare on the weights' scale.
+    np.testing.assert_allclose(gpu.params(), theta, rtol=1e-4, atol=1e-5 * np.abs(theta).max())
+
+
+def test_clipping_a_gradient_whose_squares_overflow_float32():
+    """A gradient norm near 1e21: its squares would overflow float32, and the step must still be
+    the CPU's (which sums them in float64), clipped to the norm asked for."""
+    (cpu, gpu), images, y, rng = _pair({"optimizer": "sgd", "lr": 0.1, "clip_norm": 1.0}, seed=6)
+    theta = cpu.params()
+    theta[-70:] *= np.float32(1e20)   # the last layer's weights (6 x 10 and its bias): huge logits
+    for backend in (cpu, gpu):
+        backend.set_state(theta, {})
+    order = np.arange(len(y), dtype=np.int64)
+    a, b = cpu.train_chunk(order, 0, 1), gpu.train_chunk(order, 0, 1)
+    assert np.isfinite(a[0]) and b[0] == pytest.approx(a[0], rel=1e-5) and b[3] == a[3] == -1
+    moved = cpu.params() - theta
+    assert 0 < np.abs(moved[:-70]).max() and np.linalg.norm(moved.astype(np.float64)) <= 0.1 * 1.0001
+    np.testing.assert_allclose(gpu.params() - theta, moved, rtol=1e-3, atol=1e-9)
 
 
 def test_evaluate_and_predict_match_cpu_backend():
