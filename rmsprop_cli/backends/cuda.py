@@ -41,7 +41,7 @@ def _cuda_errors(when: str):
             except Exception as e:
                 if not is_cuda_error(e):
                     raise
-                raise cuda_failure(e, when) from None
+                raise cuda_failure(e, when) from e   # the CLI prints one line; the cause stays for a debugger
         return call
     return wrap
 
@@ -138,7 +138,8 @@ class CudaBackend:
         self.launches += count * len(steps)
 
     def _run_part(self, lo: int, count: int, n_rows: int):
-        """count steps from position lo of the order; returns the device's (loss sum, correct) of each."""
+        """count steps from position lo of the order; returns the device's (mean loss, correct) of each,
+        correct -1 for the step whose loss was not finite (none runs after it)."""
         self.start_part(lo, count, n_rows)
         self.launch_steps(count)
         return self.d_stats[:2 * count].copy_to_host().reshape(count, 2)
@@ -157,11 +158,12 @@ class CudaBackend:
             if count <= 0:
                 break
             stats = self._run_part(lo, count, n_rows)
-            bad = np.flatnonzero(~np.isfinite(stats[:, 0]))
+            rows = np.minimum(batch, n_rows - (lo + batch * np.arange(count)))
+            bad = np.flatnonzero(stats[:, 1] < 0)   # the device's own verdict: it stopped there
             kept = count if bad.size == 0 else int(bad[0])
-            losses.append(stats[:kept, 0].astype(np.float64))
+            losses.append(stats[:kept, 0].astype(np.float64) * rows[:kept])
             corrects.append(stats[:kept, 1].astype(np.int64))
-            seen += min(n_rows - lo, kept * batch)
+            seen += int(rows[:kept].sum())
             self.step += kept
             if bad.size:
                 return float(np.concatenate(losses).sum()), int(np.concatenate(corrects).sum()), seen, first + kept

@@ -198,25 +198,30 @@ def apply_step(buf, meta, i, g, bi):
 
 
 @cuda.jit(**CUDA_DEVICE)
-def batch_finite(buf, meta, m):
+def batch_finite(buf, meta, m, t):
     """Whether every row's loss is finite, which is when the CPU's float64 batch loss is: a step
-    whose loss is not finite is not applied, and no step after it runs (as on the CPU)."""
-    for r in range(m):
+    whose loss is not finite is not applied, and no step after it runs (as on the CPU).  The
+    block's threads share the rows; every thread of the block must call it."""
+    bad = 0
+    for r in range(t, m, UPDATE_THREADS):
         if not abs(buf[meta[ROW_LOSS] + r]) < INF:
-            return False
-    return True
+            bad = 1
+    return cuda.syncthreads_or(bad) == 0
 
 
 @cuda.jit(**CUDA_DEVICE)
 def step_done(buf, meta, bi, m, finite):
-    """The batch's loss sum and correct count, in row order, into the chunk's results; then the
-    next step's counter, or, for a loss that is not finite, -1: the chunk's later steps return at once."""
+    """The batch's mean loss and correct count, in row order, into the chunk's results (the mean
+    of finite losses cannot overflow, where their float32 sum could: the host multiplies by m in
+    float64), correct -1 for a loss that is not finite; then the next step's counter, or for that
+    loss -1: the chunk's later steps return at once."""
     loss, correct = ZERO, ZERO
+    share = ONE / np.float32(m)
     for r in range(m):
-        loss += buf[meta[ROW_LOSS] + r]
+        loss += buf[meta[ROW_LOSS] + r] * share
         correct += buf[meta[ROW_LOSS] + meta[BATCH] + r]
     buf[meta[STATS] + 2 * bi] = loss if finite else np.float32(math.nan)
-    buf[meta[STATS] + 2 * bi + 1] = correct
+    buf[meta[STATS] + 2 * bi + 1] = correct if finite else -ONE
     meta[STEP_A] = bi + 1 if finite else -1
 
 
@@ -233,7 +238,7 @@ def weight_rows(buf, meta):
     lo, m = batch_of(meta, bi)
     g = gradient(buf, meta, i, m) if i < meta[N_PARAMS] else ZERO
     if meta[CLIP] == 0:
-        finite = batch_finite(buf, meta, m)
+        finite = batch_finite(buf, meta, m, t)
         if i < meta[N_PARAMS] and finite:
             apply_step(buf, meta, i, g, bi)
         if i == 0:
@@ -278,13 +283,19 @@ def update_whole(buf, meta):
             s += buf[q0 + 2 * q + 1] * (ratio * ratio)
     scratch[t] = s
     block_reduce(scratch, t, UPDATE_THREADS, False)
-    finite = batch_finite(buf, meta, m)
+    finite = batch_finite(buf, meta, m, t)
     if i < meta[N_PARAMS] and finite:
-        norm = top * math.sqrt(scratch[0])
+        # norm = top * r, NaN when the gradient holds a NaN (top is NaN and r is 0: no clipping,
+        # as on the CPU); an infinite gradient leaves 0 where it was finite and NaN where not.
+        r = math.sqrt(scratch[0])
         max_norm = buf[meta[HYPER] + CLIP_NORM]
         g = buf[meta[GRAD] + i]
-        if norm > max_norm:
-            g *= max_norm / norm
+        if top == INF:
+            g *= ZERO
+        elif top * r > max_norm:
+            norm = top * r
+            # A norm past float32's largest value (every element finite) is scaled in two parts.
+            g = g * (max_norm / norm) if norm < INF else (g / top) * (max_norm / r)
         apply_step(buf, meta, i, g, bi)
     if i == 0:
         step_done(buf, meta, bi, m, finite)
