@@ -42,28 +42,16 @@ class _Memory:
         self.offset = offset
         self.ptr = self.owner.ctypes.data + offset
         self.device_ctypes_pointer = ctypes.c_void_p(self.ptr)
-        self.handle = self.device_ctypes_pointer
-
-    @property
-    def device_pointer_value(self):
-        return self.ptr
 
     def view(self, start, stop=None):
         stop = self.size if stop is None else stop
         return _Memory(stop - start, self.owner, self.offset + start)
-
-    def memset(self, value, count=None, stream=0):
-        ctypes.memset(self.ptr, value, self.size if count is None else count)
-
-    def free(self):
-        pass
 
 
 class _Device:
     id = 0
     name = b"stand-in for a GPU (scripts/host_only.py)"
     compute_capability = COMPUTE_CAPABILITY
-    MULTIPROCESSOR_COUNT = 132
 
 
 class _Module:
@@ -74,7 +62,6 @@ class _Function:
     """What get_cufunc returns: a kernel loaded nowhere."""
 
     kernel = object()
-    handle = None
     module = _Module()
 
 
@@ -83,15 +70,6 @@ class _Context:
 
     def memalloc(self, size):
         return _Memory(size)
-
-    def memhostalloc(self, size, mapped=False, portable=False, wc=False):
-        return _Memory(size)
-
-    def get_memory_info(self):
-        return 140 << 30, 141 << 30
-
-    def reset(self):
-        pass
 
 
 def _copy(dst, src, size, *stream):
