@@ -26,7 +26,10 @@ def test_pixel_table_scales_exactly_like_numpy():
     np.testing.assert_array_equal(row, values[0].astype(np.float32) / np.float32(255))
 
 
-SHAPES = [(1, 1, 1), (3, 7, 5), (32, 784, 128), (32, 128, 64), (17, 64, 10), (5, 33, 31)]
+# Widths that take every path of the register tiles (cpu.TILE vectors of simd.LANES): 8 and 4 vectors,
+# one at a time, and a last vector of fewer lanes.
+SHAPES = [(1, 1, 1), (3, 7, 5), (32, 784, 128), (32, 128, 64), (17, 64, 10), (5, 33, 31), (9, 40, 200), (6, 17, 100),
+          (2, 5, 144), (3, 300, 16)]
 
 
 @pytest.mark.parametrize("n,n_in,n_out", SHAPES)

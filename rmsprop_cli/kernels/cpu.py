@@ -23,44 +23,93 @@ from numba import njit
 from ..activations import IDENTITY, RELU
 from ..config import JIT
 from .math import ZERO, activate, activation_grad, softmax_term
+from .simd import LANES, load, load_first, nonzero_lanes, splat_like, store, store_first, total
 from .updates import optimizer_update, rmsprop_decay, rmsprop_update
 
+# Vectors of accumulators in a register tile: four 16-lane sums are four AVX-512
+# registers or eight AVX2 ones, with room left for their loads.  Eight vectors
+# (a whole 128-wide row) measured no faster on AVX-512: the loads of w are the limit.
+TILE = 4
+
 # Images stay uint8 (a quarter of the memory traffic of float32 when a batch
-# is gathered); this table turns a pixel byte into the float32 that numpy's
-# byte / 255 gives, bit for bit.
-PIXELS = np.arange(256, dtype=np.float32) / np.float32(255.0)
+# is gathered).  A byte times 1/255 in float64, rounded once to float32, is
+# the float32 that numpy's byte / np.float32(255) gives, for all 256 bytes
+# (tests/test_kernels.py); in float32 it is not, and a float32 division, or
+# a table look-up per pixel, cost more.
+INV_255 = 1.0 / 255.0
 
 
 @njit(**JIT)
 def load_row(images, src, x_row):
     """x_row = images[src] scaled to [0, 1]."""
     for k in range(x_row.size):
-        x_row[k] = PIXELS[images[src, k]]
+        x_row[k] = np.float32(images[src, k] * INV_255)
 
 
 @njit(**JIT)
-def nonzero_rows(x, k, rows):
-    """Indices i with x[i, k] != 0 into rows[:count]; returns count.
-
-    Branch-free compaction: whether a pixel or a ReLU output is zero is
-    unpredictable, and a mispredicted branch per entry cost more than the
-    multiply-adds it skipped.
-    """
+def nonzero_cols(x, i, k0, k1, cols):
+    """Indices k in k0:k1 with x[i, k] != 0 (a NaN counts) into cols[:count],
+    ascending; returns count.  Sixteen at a time by a compress store
+    (simd.nonzero_lanes): whether a pixel or a ReLU output is zero is a coin
+    flip, and a branch per entry cost more than the multiply-adds it skipped."""
     count = 0
+    k = k0
+    base = i * x.shape[1]
+    while k + LANES <= k1:
+        count = nonzero_lanes(x, base + k, k, cols, count)
+        k += LANES
+    for kk in range(k, k1):
+        cols[count] = kk
+        count += x[i, kk] != ZERO
+    return count
+
+
+@njit(**JIT)
+def forward_tile(x, cols, counts, w, b, out, j):
+    """Columns j:j + TILE * LANES of out = x @ w + b, every row, from the listed
+    non-zero inputs.  The tile's sums stay in registers while the row's inputs
+    stream past, one broadcast and TILE multiply-adds each."""
+    n_out = w.shape[1]
     for i in range(x.shape[0]):
-        rows[count] = i
-        count += x[i, k] != ZERO
-    return count
+        a0, a1, a2, a3 = load(b, j), load(b, j + LANES), load(b, j + 2 * LANES), load(b, j + 3 * LANES)
+        for t in range(counts[i]):
+            k = cols[i, t]
+            s = x[i, k]
+            o = k * n_out + j
+            a0 = a0 + s * load(w, o)
+            a1 = a1 + s * load(w, o + LANES)
+            a2 = a2 + s * load(w, o + 2 * LANES)
+            a3 = a3 + s * load(w, o + 3 * LANES)
+        o = i * n_out + j
+        store(out, o, a0)
+        store(out, o + LANES, a1)
+        store(out, o + 2 * LANES, a2)
+        store(out, o + 3 * LANES, a3)
 
 
 @njit(**JIT)
-def nonzero_cols(x, i, cols):
-    """Indices k with x[i, k] != 0 into cols[:count]; returns count (branch-free)."""
-    count = 0
-    for k in range(x.shape[1]):
-        cols[count] = k
-        count += x[i, k] != ZERO
-    return count
+def forward_lanes(x, cols, counts, w, b, out, j):
+    """forward_tile for one vector of columns from j, the last ones possibly
+    fewer than LANES.  With one vector per input, the inputs go round four
+    sums, so that four multiply-adds are in flight."""
+    n_out = w.shape[1]
+    r = min(LANES, n_out - j)
+    for i in range(x.shape[0]):
+        z = splat_like(w, 0)
+        a0, a1, a2, a3 = z, z, z, z
+        count = counts[i]
+        t = 0
+        while t + 4 <= count:
+            k0, k1, k2, k3 = cols[i, t], cols[i, t + 1], cols[i, t + 2], cols[i, t + 3]
+            a0 = a0 + x[i, k0] * load_first(w, k0 * n_out + j, r)
+            a1 = a1 + x[i, k1] * load_first(w, k1 * n_out + j, r)
+            a2 = a2 + x[i, k2] * load_first(w, k2 * n_out + j, r)
+            a3 = a3 + x[i, k3] * load_first(w, k3 * n_out + j, r)
+            t += 4
+        for u in range(t, count):
+            k = cols[i, u]
+            a0 = a0 + x[i, k] * load_first(w, k * n_out + j, r)
+        store_first(out, i * n_out + j, load_first(b, j, r) + ((a0 + a1) + (a2 + a3)), r)
 
 
 @njit(**JIT)
@@ -69,62 +118,144 @@ def dense_forward(x, w, b, out, act):
     IDENTITY for logits).  x (n, n_in), w (n_in, n_out).
 
     Only the non-zero inputs of each row are visited (about 19% of MNIST
-    pixels, half of the ReLU outputs), four at a time, so that each pass over
-    the output row does four multiply-adds per load and store of it.
+    pixels, half of the ReLU outputs).  Columns go in register tiles of
+    TILE vectors, the tiles outermost, so that the part of w a tile reads
+    stays in cache across the rows however large w is.  Each output is b plus
+    its products in ascending input order, whatever the rows or threads.
     """
     n, n_in = x.shape
     n_out = w.shape[1]
-    cols = np.empty(n_in, np.int64)
+    cols = np.empty((n, n_in), np.int32)
+    counts = np.empty(n, np.int64)
     for i in range(n):
-        o = out[i]
-        for j in range(n_out):
-            o[j] = b[j]
-        count = nonzero_cols(x, i, cols)
-        t = 0
-        while t < count:
-            # A short last group repeats its last column with weight 0: a no-op add.
-            k0, k1, k2, k3 = cols[t], cols[min(t + 1, count - 1)], cols[min(t + 2, count - 1)], cols[min(t + 3, count - 1)]
-            a0 = x[i, k0]
-            a1 = x[i, k1] if t + 1 < count else ZERO
-            a2 = x[i, k2] if t + 2 < count else ZERO
-            a3 = x[i, k3] if t + 3 < count else ZERO
-            w0, w1, w2, w3 = w[k0], w[k1], w[k2], w[k3]
-            for j in range(n_out):
-                o[j] += a0 * w0[j] + a1 * w1[j] + a2 * w2[j] + a3 * w3[j]
-            t += 4
-        if act == RELU:   # the default, with its kind a constant: the choice is compiled away
-            for j in range(n_out):
-                o[j] = activate(RELU, o[j])  # a select, not a branch: the sign is a coin flip
-        elif act != IDENTITY:
-            for j in range(n_out):
-                o[j] = activate(act, o[j])
+        counts[i] = nonzero_cols(x, i, 0, n_in, cols[i])
+    j = 0
+    while j + TILE * LANES <= n_out:
+        forward_tile(x, cols, counts, w, b, out, j)
+        j += TILE * LANES
+    while j < n_out:
+        forward_lanes(x, cols, counts, w, b, out, j)
+        j += LANES
+    if act == RELU:   # the default, with its kind a constant: the choice is compiled away
+        for i in range(n):
+            for jj in range(n_out):
+                out[i, jj] = activate(RELU, out[i, jj])  # a select, not a branch: the sign is a coin flip
+    elif act != IDENTITY:
+        for i in range(n):
+            for jj in range(n_out):
+                out[i, jj] = activate(act, out[i, jj])
 
 
 @njit(**JIT)
-def weight_grad_row(x, delta, k, rows, g):
-    """g = x[:, k] @ delta, row k of dLoss/dW; rows is scratch of len(x).
-    Returns False when input k is zero in every row, so g is all zero.
+def column_lists(x, k0, k1, cols, starts, rows, vals):
+    """For each input k in k0:k1, the rows i with x[i, k] != 0, ascending, in
+    rows[starts[k - k0]:starts[k - k0 + 1]] and their x[i, k] at the same
+    places in vals (a counting sort of the rows' own non-zero lists: the
+    gradient then reads its inputs in order, not a column of x with a cache
+    line each).  cols is (n, n_in) int32 scratch, starts has k1 - k0 + 1
+    entries, rows and vals n * (k1 - k0)."""
+    n = x.shape[0]
+    m = k1 - k0
+    for t in range(m + 1):
+        starts[t] = 0
+    counts = np.empty(n, np.int64)
+    for i in range(n):
+        counts[i] = nonzero_cols(x, i, k0, k1, cols[i])
+        for t in range(counts[i]):
+            starts[cols[i, t] - k0 + 1] += 1
+    for t in range(m):
+        starts[t + 1] += starts[t]
+    for i in range(n):
+        for t in range(counts[i]):
+            k = cols[i, t]
+            c = k - k0
+            rows[starts[c]] = i
+            vals[starts[c]] = x[i, k]
+            starts[c] += 1
+    for t in range(m, 0, -1):   # the fill moved each start to the next one's place
+        starts[t] = starts[t - 1]
+    starts[0] = 0
 
-    Only rows with x[i, k] != 0 contribute, taken four at a time (the same
-    trick as dense_forward) so g is loaded and stored once per four rows.
-    """
-    for j in range(g.size):
-        g[j] = ZERO
-    count = nonzero_rows(x, k, rows)
-    if count == 0:
-        return False
-    t = 0
-    while t < count:
-        i0, i1, i2, i3 = rows[t], rows[min(t + 1, count - 1)], rows[min(t + 2, count - 1)], rows[min(t + 3, count - 1)]
-        a0 = x[i0, k]
-        a1 = x[i1, k] if t + 1 < count else ZERO
-        a2 = x[i2, k] if t + 2 < count else ZERO
-        a3 = x[i3, k] if t + 3 < count else ZERO
-        d0, d1, d2, d3 = delta[i0], delta[i1], delta[i2], delta[i3]
-        for j in range(g.size):
-            g[j] += a0 * d0[j] + a1 * d1[j] + a2 * d2[j] + a3 * d3[j]
-        t += 4
-    return True
+
+@njit(**JIT)
+def grad_row(delta, rows, vals, a, e, g):
+    """g = x[:, k] @ delta from input k's non-zero rows and values, rows[a:e] and
+    vals[a:e] (column_lists), summed in ascending row order.  The sums of a
+    tile of columns stay in registers: eight vectors (a 128-wide row in
+    AVX-512 registers) while they fit, which ran 1.7 times faster than two
+    passes of four, then four, then one at a time."""
+    n_out = delta.shape[1]
+    j = 0
+    while j + 2 * TILE * LANES <= n_out:
+        z = splat_like(delta, 0)
+        a0, a1, a2, a3, a4, a5, a6, a7 = z, z, z, z, z, z, z, z
+        for t in range(a, e):
+            s = vals[t]
+            o = rows[t] * n_out + j
+            a0 = a0 + s * load(delta, o)
+            a1 = a1 + s * load(delta, o + LANES)
+            a2 = a2 + s * load(delta, o + 2 * LANES)
+            a3 = a3 + s * load(delta, o + 3 * LANES)
+            a4 = a4 + s * load(delta, o + 4 * LANES)
+            a5 = a5 + s * load(delta, o + 5 * LANES)
+            a6 = a6 + s * load(delta, o + 6 * LANES)
+            a7 = a7 + s * load(delta, o + 7 * LANES)
+        store(g, j, a0)
+        store(g, j + LANES, a1)
+        store(g, j + 2 * LANES, a2)
+        store(g, j + 3 * LANES, a3)
+        store(g, j + 4 * LANES, a4)
+        store(g, j + 5 * LANES, a5)
+        store(g, j + 6 * LANES, a6)
+        store(g, j + 7 * LANES, a7)
+        j += 2 * TILE * LANES
+    while j + TILE * LANES <= n_out:
+        z = splat_like(delta, 0)
+        a0, a1, a2, a3 = z, z, z, z
+        for t in range(a, e):
+            s = vals[t]
+            o = rows[t] * n_out + j
+            a0 = a0 + s * load(delta, o)
+            a1 = a1 + s * load(delta, o + LANES)
+            a2 = a2 + s * load(delta, o + 2 * LANES)
+            a3 = a3 + s * load(delta, o + 3 * LANES)
+        store(g, j, a0)
+        store(g, j + LANES, a1)
+        store(g, j + 2 * LANES, a2)
+        store(g, j + 3 * LANES, a3)
+        j += TILE * LANES
+    while j < n_out:   # one vector at a time, the rows going round four sums (see forward_lanes)
+        r = min(LANES, n_out - j)
+        z = splat_like(delta, 0)
+        a0, a1, a2, a3 = z, z, z, z
+        t = a
+        while t + 4 <= e:
+            a0 = a0 + vals[t] * load_first(delta, rows[t] * n_out + j, r)
+            a1 = a1 + vals[t + 1] * load_first(delta, rows[t + 1] * n_out + j, r)
+            a2 = a2 + vals[t + 2] * load_first(delta, rows[t + 2] * n_out + j, r)
+            a3 = a3 + vals[t + 3] * load_first(delta, rows[t + 3] * n_out + j, r)
+            t += 4
+        for u in range(t, e):
+            a0 = a0 + vals[u] * load_first(delta, rows[u] * n_out + j, r)
+        store_first(g, j, (a0 + a1) + (a2 + a3), r)
+        j += LANES
+
+
+@njit(**JIT)
+def dots4(delta, i, w, k0, k1, k2, k3):
+    """delta[i] @ w[k] for four rows k of w at once, which share each load of delta[i]."""
+    n_out = w.shape[1]
+    z = splat_like(delta, 0)
+    s0, s1, s2, s3 = z, z, z, z
+    di = i * n_out
+    for j in range(0, n_out, LANES):
+        r = n_out - j
+        d = load_first(delta, di + j, r)
+        s0 = s0 + d * load_first(w, k0 * n_out + j, r)
+        s1 = s1 + d * load_first(w, k1 * n_out + j, r)
+        s2 = s2 + d * load_first(w, k2 * n_out + j, r)
+        s3 = s3 + d * load_first(w, k3 * n_out + j, r)
+    return total(s0), total(s1), total(s2), total(s3)
 
 
 @njit(**JIT)
@@ -143,32 +274,47 @@ def input_grad(x, w, delta, dx, act):
     layer's output.
 
     ReLU's derivative is 0 wherever its output is, so for ReLU only the active
-    units of each row (found branch-free, since which units are active is a
-    coin flip) get a dot product; the rest are zero.  Other activations have a
-    derivative everywhere (tanh's is 1 at an output of 0), so every unit does.
+    units of each row get a dot product; the rest are zero.  Other activations
+    have a derivative everywhere (tanh's is 1 at an output of 0), so every
+    unit does.  Four units at a time share the loads of the delta row.
     """
     n, n_in = x.shape
-    n_out = w.shape[1]
-    units = np.arange(n_in)
+    units = np.arange(n_in).astype(np.int32)
     for i in range(n):
-        count = nonzero_cols(x, i, units) if act == RELU else n_in
+        count = nonzero_cols(x, i, 0, n_in, units) if act == RELU else n_in
         for k in range(n_in):
             dx[i, k] = ZERO
-        for t in range(count):
-            k = units[t]
-            s = ZERO
-            for j in range(n_out):
-                s += delta[i, j] * w[k, j]
+        t = 0
+        while t < count:
+            # A short last group repeats its last unit: the same value written again.
+            k0, k1 = units[t], units[min(t + 1, count - 1)]
+            k2, k3 = units[min(t + 2, count - 1)], units[min(t + 3, count - 1)]
+            s0, s1, s2, s3 = dots4(delta, i, w, k0, k1, k2, k3)
             # ReLU's derivative is 1 on every active unit: its specialisation skips the product.
-            dx[i, k] = s if act == RELU else s * activation_grad(act, x[i, k])
+            if act == RELU:
+                dx[i, k0], dx[i, k1], dx[i, k2], dx[i, k3] = s0, s1, s2, s3
+            else:
+                dx[i, k0] = s0 * activation_grad(act, x[i, k0])
+                dx[i, k1] = s1 * activation_grad(act, x[i, k1])
+                dx[i, k2] = s2 * activation_grad(act, x[i, k2])
+                dx[i, k3] = s3 * activation_grad(act, x[i, k3])
+            t += 4
+
+
+@njit(**JIT)
+def column_scratch(x, k0, k1):
+    """Scratch for column_lists over inputs k0:k1 of x."""
+    return (np.empty(x.shape, np.int32), np.empty(k1 - k0 + 1, np.int64),
+            np.empty(x.shape[0] * (k1 - k0), np.int64), np.empty(x.shape[0] * (k1 - k0), x.dtype))
 
 
 @njit(**JIT)
 def weight_grads(x, delta, gw, k0, k1):
     """Rows k0:k1 of gw = x.T @ delta."""
-    rows = np.empty(x.shape[0], np.int64)
+    cols, starts, rows, vals = column_scratch(x, k0, k1)
+    column_lists(x, k0, k1, cols, starts, rows, vals)
     for k in range(k0, k1):
-        weight_grad_row(x, delta, k, rows, gw[k])
+        grad_row(delta, rows, vals, starts[k - k0], starts[k - k0 + 1], gw[k])
 
 
 @njit(**JIT)
@@ -192,19 +338,22 @@ def update_rows(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1):
     optimizer's state (see optimizer_update); plain says the recipe is plain
     RMSProp (optim.Optimizer.is_plain_rmsprop), which has faster loops.
     """
-    rows = np.empty(x.shape[0], np.int64)
+    cols, starts, rows, vals = column_scratch(x, k0, k1)
+    column_lists(x, k0, k1, cols, starts, rows, vals)
     g = np.empty(w.shape[1], np.float32)
     for k in range(k0, k1):
-        nonzero = weight_grad_row(x, delta, k, rows, g)
-        if not plain:
-            optimizer_update(w[k], g, vw[k], mw[k], bw[k], p, lr, bc1, bc2)
-        elif nonzero:
-            rmsprop_update(w[k], g, vw[k], p, lr, bc2)
-        else:
+        a, e = starts[k - k0], starts[k - k0 + 1]
+        if plain and a == e:
             # A pixel that is blank in the whole batch (42% of them, on
             # average) has g = 0: plain RMSProp leaves W unchanged and only
             # decays v.
             rmsprop_decay(vw[k], p)
+            continue
+        grad_row(delta, rows, vals, a, e, g)
+        if plain:
+            rmsprop_update(w[k], g, vw[k], p, lr, bc2)
+        else:
+            optimizer_update(w[k], g, vw[k], mw[k], bw[k], p, lr, bc1, bc2)
 
 
 @njit(**JIT)
