@@ -20,17 +20,16 @@ from numba import njit
 from rmsprop_cli import data
 from rmsprop_cli.config import JIT
 from rmsprop_cli.activations import RELU
+from rmsprop_cli.kernels import columns as C
 from rmsprop_cli.kernels import cpu as K
 
 
 @njit(**JIT)
 def sparse_kernels(X, order, w, b, h, d, gw):
-    rows = np.empty(32, np.int64)
     for s in range(1500):
         x = X[order[s * 32:(s + 1) * 32]]
         K.dense_forward(x, w, b, h, RELU)
-        for k in range(x.shape[1]):
-            K.weight_grad_row(x, d, k, rows, gw[k])
+        C.weight_grads(x, d, gw, 0, x.shape[1])
 
 
 @njit(**JIT)

@@ -7,6 +7,8 @@ from hypothesis import example, given, settings, strategies as st
 from rmsprop_cli import model
 from rmsprop_cli.activations import ACTIVATIONS, IDENTITY
 from rmsprop_cli.config import Recipe
+from rmsprop_cli.backends.cpu import column_buffers
+from rmsprop_cli.kernels import columns as CC
 from rmsprop_cli.kernels import cpu as C
 from rmsprop_cli.kernels import updates as U
 from rmsprop_cli.kernels import steps as K
@@ -59,7 +61,7 @@ def test_dense_backward_matches_numpy(n, n_in, n_out, seed, act):
     w = rng.normal(size=(n_in, n_out)).astype(np.float32)
     delta = rng.normal(size=(n, n_out)).astype(np.float32)
     gw, gb, dx = (np.full(s, np.nan, np.float32) for s in ((n_in, n_out), (n_out,), (n, n_in)))
-    C.dense_backward(x, w, delta, gw, gb, dx, True, KINDS[act])
+    CC.dense_backward(x, w, delta, gw, gb, dx, True, KINDS[act])
     ref_gw, ref_gb, ref_dx = naive_dense_backward(x, w, delta, act)
     np.testing.assert_allclose(gw, ref_gw, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(gb, ref_gb, rtol=1e-4, atol=1e-4)
@@ -192,7 +194,7 @@ def _kernel_gradient(theta, sizes, X, y, act="relu"):
     for l in range(L - 1, -1, -1):
         w, _ = K.param_layer(theta, sizes_a, l)
         gw, gb = K.param_layer(grad, sizes_a, l)
-        C.dense_backward(K.act_view(acts, sizes_a, n, l), w, K.act_view(deltas, sizes_a, n, l + 1), gw, gb,
+        CC.dense_backward(K.act_view(acts, sizes_a, n, l), w, K.act_view(deltas, sizes_a, n, l + 1), gw, gb,
                          K.act_view(deltas, sizes_a, n, l), l > 0, KINDS[act])
     return loss / n, grad
 
@@ -244,7 +246,7 @@ def test_dense_backward_update_is_gradient_then_rmsprop(n, n_in, n_out, outside)
     dx = np.full((n, n_in), np.nan, np.float32)
     p = _p(lr=0.01, eps_placement="outside" if outside else "inside")
     unused = np.zeros_like(vw), np.zeros_like(vb), np.zeros_like(vw), np.zeros_like(vb)
-    C.dense_backward_update(x, w, b, delta, vw, vb, *unused, dx, True, KINDS["relu"], p, True, hyper[0], ONE, ONE)
+    CC.dense_backward_update(x, w, b, delta, vw, vb, *unused, dx, True, KINDS["relu"], p, True, hyper[0], ONE, ONE)
     np.testing.assert_allclose(dx, ref_dx, rtol=1e-4, atol=1e-4)  # from W before the update
     np.testing.assert_allclose(vw, ref_vw, rtol=1e-4, atol=1e-9)
     np.testing.assert_allclose(w, ref_w, rtol=1e-4, atol=1e-5)
@@ -263,7 +265,8 @@ def _train(X, y, order, n_batches, batch, sizes, theta, v, lr, outside=False, sh
     state[0] = v
     hp = _hp(lr=lr, eps_placement="outside" if outside else "inside")
     result = K.train_chunk(X, y.astype(np.int64), order.astype(np.int64), 0, n_batches, batch, np.array(sizes),
-                           theta, state, np.zeros(0, np.float32), 0, hp, True, acts, deltas, labels, shards)
+                           theta, state, np.zeros(0, np.float32), 0, hp, True, acts, deltas,
+                           *column_buffers(np.array(sizes), batch, shards), labels, shards)
     v[:] = state[0]
     return result
 

@@ -5,7 +5,10 @@ import numpy as np
 import pytest
 from numba import njit
 
+from rmsprop_cli.backends.cpu import column_buffers
+from rmsprop_cli.kernels import columns as CC
 from rmsprop_cli.kernels import cpu as C
+from rmsprop_cli.kernels.steps import share
 from rmsprop_cli.kernels.simd import LANES, load, load_first, nonzero_lanes, splat_like, store, store_first, total
 
 
@@ -70,18 +73,67 @@ def test_nonzero_lanes_lists_nonzero_indices_in_order(seed):
     np.testing.assert_array_equal(out[:count], expected)
 
 
-@pytest.mark.parametrize("n,n_in,k0,k1", [(32, 784, 0, 784), (7, 50, 3, 41), (3, 16, 0, 16), (5, 9, 2, 9), (1, 1, 0, 1)])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_column_lists_are_each_inputs_nonzero_rows(n, n_in, k0, k1, seed):
-    rng = np.random.default_rng(seed)
-    x = rng.random((n, n_in)).astype(np.float32)
+@pytest.mark.parametrize("n,n_in", [(32, 784), (7, 50), (3, 16), (70, 9), (130, 3), (1, 1)])
+@pytest.mark.parametrize("shards", [1, 2, 3])
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_lists_hold_each_inputs_nonzero_rows_in_order(n, n_in, shards, dtype):
+    """Rows gathered share by share (as a training step's threads do) come back, input by input, as
+    exactly x's non-zero rows, ascending, with their values; and each row's own list is its
+    non-zero inputs."""
+    rng = np.random.default_rng(n * n_in + shards)
+    x = rng.integers(1, 256, (n, n_in)).astype(dtype) if dtype == np.uint8 else rng.random((n, n_in)).astype(dtype)
     x[rng.random(x.shape) < 0.7] = 0
-    cols, starts, rows, vals = C.column_scratch(x, k0, k1)
-    C.column_lists(x, k0, k1, cols, starts, rows, vals)
-    for k in range(k0, k1):
-        a, e = starts[k - k0], starts[k - k0 + 1]
-        np.testing.assert_array_equal(rows[a:e], np.flatnonzero(x[:, k]))
-        np.testing.assert_array_equal(vals[a:e], x[x[:, k] != 0, k])
+    order = rng.permutation(n)
+    sizes = np.array([n_in, 1])
+    row_cols, row_vals, row_counts, counts, listed, values = column_buffers(sizes, n, shards)
+    for s in range(shards):
+        r0, r1 = share(n, shards, s)
+        CC.clear_lists(counts, s, n_in)
+        for r in range(r0, r1):
+            row_counts[r] = CC.add_row(x, order[r], r, counts, listed, values, s, n, row_cols[r], row_vals[r])
+    expected = x[order].astype(np.float32) / np.float32(255) if dtype == np.uint8 else x[order]
+    for k in range(n_in):
+        q = [(s * n_in + k) * n + np.arange(counts[s * n_in + k]) for s in range(shards)]
+        q = np.concatenate(q).astype(np.int64)
+        np.testing.assert_array_equal(listed[q], np.flatnonzero(expected[:, k]))
+        np.testing.assert_array_equal(values[q], expected[expected[:, k] != 0, k])
+    # and the gradient rows from the lists: share by share, the same bits as from one share
+    delta = rng.normal(size=(n, 70)).astype(np.float32)
+    g, g1 = np.empty(70, np.float32), np.empty(70, np.float32)
+    one = column_buffers(sizes, n, 1)
+    CC.clear_lists(one[3], 0, n_in)
+    for r in range(n):
+        CC.add_row(x, order[r], r, *one[3:], 0, n, one[0][r], one[1][r])
+    for k in range(n_in):
+        CC.listed_grad(delta, counts, listed, values, n_in, n, k, shards, g)
+        CC.listed_grad(delta, *one[3:], n_in, n, k, 1, g1)
+        np.testing.assert_array_equal(g, g1)
+        np.testing.assert_allclose(g, expected[:, k].astype(np.float64) @ delta, rtol=1e-5, atol=1e-6)
+    for r in range(n):
+        np.testing.assert_array_equal(row_cols[r, :row_counts[r]], np.flatnonzero(expected[r]))
+        np.testing.assert_array_equal(row_vals[r, :row_counts[r]], expected[r, expected[r] != 0])
+
+
+@pytest.mark.parametrize("n_out", [1, 10, 64, 100, 128, 200])
+def test_forward_from_lists_is_dense_forward_to_the_bit(n_out):
+    """The training step's first layer (block by block from each row's list) and evaluation's
+    (cpu.dense_forward, row by row) give the same bits, and match float64 numpy."""
+    rng = np.random.default_rng(n_out)
+    n, n_in = 9, 300
+    x = rng.random((n, n_in)).astype(np.float32)
+    x[rng.random(x.shape) < 0.8] = 0
+    w = rng.normal(size=(n_in, n_out)).astype(np.float32)
+    b = rng.normal(size=n_out).astype(np.float32)
+    cols, vals, counts = np.zeros((n, n_in), np.int32), np.zeros((n, n_in), np.float32), np.zeros(n, np.int64)
+    for i in range(n):
+        nz = np.flatnonzero(x[i])
+        cols[i, :nz.size], vals[i, :nz.size], counts[i] = nz, x[i, nz], nz.size
+    listed, dense = np.full((n, n_out), np.nan, np.float32), np.full((n, n_out), np.nan, np.float32)
+    CC.forward_listed(cols, vals, counts, 2, n, w, b, listed)
+    C.dense_forward(x, w, b, dense, 0)
+    np.testing.assert_array_equal(listed[2:], dense[2:])
+    assert np.isnan(listed[:2]).all()   # rows outside r0:r1 untouched
+    np.testing.assert_allclose(dense, x.astype(np.float64) @ w + b, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("n_out", [1, 10, 16, 64, 100, 128, 200, 1024])
@@ -92,5 +144,9 @@ def test_grad_row_sums_rows_in_order(n_out):
     rows = np.sort(rng.choice(40, 23, replace=False)).astype(np.int64)
     vals = rng.random(23).astype(np.float32)
     g = np.full(n_out, np.nan, np.float32)
-    C.grad_row(delta, rows, vals, 0, rows.size, g)
+    C.grad_row(delta, rows, vals, 0, rows.size, g, True)
     np.testing.assert_allclose(g, vals.astype(np.float64) @ delta[rows].astype(np.float64), rtol=1e-5, atol=1e-6)
+    parts = np.full(n_out, np.nan, np.float32)   # the same sum in three parts: the same bits
+    for a, e in ((0, 5), (5, 6), (6, rows.size)):
+        C.grad_row(delta, rows, vals, a, e, parts, a == 0)
+    np.testing.assert_array_equal(parts, g)

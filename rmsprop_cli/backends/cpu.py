@@ -100,6 +100,16 @@ def shard_buffers(sizes: np.ndarray, rows: int, shards: int):
     return (aligned_zeros((shards, width)), aligned_zeros((shards, width)), np.zeros((shards, rows), np.int64))
 
 
+def column_buffers(sizes: np.ndarray, rows: int, shards: int):
+    """The lists of a training step (kernels/columns.py): each row's non-zero pixels (row_cols,
+    row_vals, row_counts), and each pixel's non-zero rows (counts, listed, values), with room
+    for `shards` threads' shares."""
+    n_in = int(sizes[0])
+    return (np.zeros((rows, n_in), np.int32), aligned_zeros((rows, n_in)), np.zeros(rows, np.int64),
+            np.zeros(shards * n_in, np.int64), np.zeros(shards * n_in * rows, np.int32),
+            aligned_zeros(shards * n_in * rows))
+
+
 def pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
     """uint8 images as contiguous (N, pixels) rows; the kernels scale them to [0, 1]."""
     return np.ascontiguousarray(images.reshape(len(images), n_pixels), dtype=np.uint8)
@@ -127,6 +137,7 @@ class CpuBackend:
         # A batch never holds more rows than there are images; evaluation-only backends train nothing.
         rows = max(1, min(batch_size, len(images))) if images is not None else 1
         self.train_bufs = tuple(buf[0] for buf in shard_buffers(self.sizes, rows, 1))
+        self.columns = column_buffers(self.sizes, rows, 1)
         self.eval_bufs = shard_buffers(self.sizes, EVAL_ROWS, n_shards(EVAL_ROWS))
         self.images, self.y = np.zeros((0, self.sizes[0]), np.uint8), np.zeros(0, np.int64)
         self.policy = threads.ThreadPolicy((1,))  # how many threads each chunk uses; decided once there is data
@@ -160,11 +171,13 @@ class CpuBackend:
         while True:
             n_threads, count = self.policy.part(n_batches - done)
             t0 = time.perf_counter()
+            self.room_for(n_threads)
+            acts, deltas, labels = self.train_bufs
             with numba_threads(n_threads):
                 loss, corr, n, bad = K.train_chunk(
                     self.images, self.y, order, start + done * self.batch_size, count, self.batch_size, self.sizes,
-                    self.theta, self.state, self.grad, self.step, self.hp, self.plain, *self.train_bufs, n_threads,
-                    loss)
+                    self.theta, self.state, self.grad, self.step, self.hp, self.plain, acts, deltas, *self.columns,
+                    labels, n_threads, loss)
             correct, seen = correct + corr, seen + n
             if bad >= 0:
                 self.step += bad
@@ -175,6 +188,12 @@ class CpuBackend:
             if done >= n_batches or n < count * self.batch_size:
                 break  # all done, or the order ran out (the last batch was ragged or absent)
         return float(loss), int(correct), int(seen), -1
+
+    def room_for(self, shards: int) -> None:
+        """Column masks for `shards` shares of a batch (each share writes its own)."""
+        rows = len(self.train_bufs[2])
+        if self.columns[3].size < shards * int(self.sizes[0]):
+            self.columns = column_buffers(self.sizes, rows, shards)
 
     def evaluate(self, images, y):
         """On all threads; during training, when the thread policy has found

@@ -21,10 +21,10 @@ import numpy as np
 from numba import njit
 
 from ..activations import IDENTITY, RELU
-from ..config import JIT
+from ..config import JIT, JIT_INLINE
 from .math import ZERO, activate, activation_grad, softmax_term
 from .simd import LANES, load, load_first, nonzero_lanes, splat_like, store, store_first, total
-from .updates import optimizer_update, rmsprop_decay, rmsprop_update
+from .updates import optimizer_update, rmsprop_update
 
 # Vectors of accumulators in a register tile: four 16-lane sums are four AVX-512
 # registers or eight AVX2 ones, with room left for their loads.  Eight vectors
@@ -46,7 +46,7 @@ def load_row(images, src, x_row):
         x_row[k] = np.float32(images[src, k] * INV_255)
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def nonzero_cols(x, i, k0, k1, cols):
     """Indices k in k0:k1 with x[i, k] != 0 (a NaN counts) into cols[:count],
     ascending; returns count.  Sixteen at a time by a compress store
@@ -90,26 +90,17 @@ def forward_tile(x, cols, counts, w, b, out, j):
 @njit(**JIT)
 def forward_lanes(x, cols, counts, w, b, out, j):
     """forward_tile for one vector of columns from j, the last ones possibly
-    fewer than LANES.  With one vector per input, the inputs go round four
-    sums, so that four multiply-adds are in flight."""
+    fewer than LANES.  One sum, in the same order as the tile's and as
+    columns.forward_columns: the first layer's outputs in training and in
+    evaluation are the same to the bit."""
     n_out = w.shape[1]
     r = min(LANES, n_out - j)
     for i in range(x.shape[0]):
-        z = splat_like(w, 0)
-        a0, a1, a2, a3 = z, z, z, z
-        count = counts[i]
-        t = 0
-        while t + 4 <= count:
-            k0, k1, k2, k3 = cols[i, t], cols[i, t + 1], cols[i, t + 2], cols[i, t + 3]
-            a0 = a0 + x[i, k0] * load_first(w, k0 * n_out + j, r)
-            a1 = a1 + x[i, k1] * load_first(w, k1 * n_out + j, r)
-            a2 = a2 + x[i, k2] * load_first(w, k2 * n_out + j, r)
-            a3 = a3 + x[i, k3] * load_first(w, k3 * n_out + j, r)
-            t += 4
-        for u in range(t, count):
-            k = cols[i, u]
-            a0 = a0 + x[i, k] * load_first(w, k * n_out + j, r)
-        store_first(out, i * n_out + j, load_first(b, j, r) + ((a0 + a1) + (a2 + a3)), r)
+        a = load_first(b, j, r)
+        for t in range(counts[i]):
+            k = cols[i, t]
+            a = a + x[i, k] * load_first(w, k * n_out + j, r)
+        store_first(out, i * n_out + j, a, r)
 
 
 @njit(**JIT)
@@ -136,59 +127,41 @@ def dense_forward(x, w, b, out, act):
     while j < n_out:
         forward_lanes(x, cols, counts, w, b, out, j)
         j += LANES
+    activate_rows(out, 0, n, act)
+
+
+@njit(**JIT)
+def activate_rows(out, r0, r1, act):
+    """out[r0:r1] = activation(out[r0:r1]), in place."""
     if act == RELU:   # the default, with its kind a constant: the choice is compiled away
-        for i in range(n):
-            for jj in range(n_out):
-                out[i, jj] = activate(RELU, out[i, jj])  # a select, not a branch: the sign is a coin flip
+        for i in range(r0, r1):
+            for j in range(out.shape[1]):
+                out[i, j] = activate(RELU, out[i, j])  # a select, not a branch: the sign is a coin flip
     elif act != IDENTITY:
-        for i in range(n):
-            for jj in range(n_out):
-                out[i, jj] = activate(act, out[i, jj])
+        for i in range(r0, r1):
+            for j in range(out.shape[1]):
+                out[i, j] = activate(act, out[i, j])
 
 
-@njit(**JIT)
-def column_lists(x, k0, k1, cols, starts, rows, vals):
-    """For each input k in k0:k1, the rows i with x[i, k] != 0, ascending, in
-    rows[starts[k - k0]:starts[k - k0 + 1]] and their x[i, k] at the same
-    places in vals (a counting sort of the rows' own non-zero lists: the
-    gradient then reads its inputs in order, not a column of x with a cache
-    line each).  cols is (n, n_in) int32 scratch, starts has k1 - k0 + 1
-    entries, rows and vals n * (k1 - k0)."""
-    n = x.shape[0]
-    m = k1 - k0
-    for t in range(m + 1):
-        starts[t] = 0
-    counts = np.empty(n, np.int64)
-    for i in range(n):
-        counts[i] = nonzero_cols(x, i, k0, k1, cols[i])
-        for t in range(counts[i]):
-            starts[cols[i, t] - k0 + 1] += 1
-    for t in range(m):
-        starts[t + 1] += starts[t]
-    for i in range(n):
-        for t in range(counts[i]):
-            k = cols[i, t]
-            c = k - k0
-            rows[starts[c]] = i
-            vals[starts[c]] = x[i, k]
-            starts[c] += 1
-    for t in range(m, 0, -1):   # the fill moved each start to the next one's place
-        starts[t] = starts[t - 1]
-    starts[0] = 0
-
-
-@njit(**JIT)
-def grad_row(delta, rows, vals, a, e, g):
-    """g = x[:, k] @ delta from input k's non-zero rows and values, rows[a:e] and
-    vals[a:e] (column_lists), summed in ascending row order.  The sums of a
-    tile of columns stay in registers: eight vectors (a 128-wide row in
-    AVX-512 registers) while they fit, which ran 1.7 times faster than two
-    passes of four, then four, then one at a time."""
+@njit(**JIT_INLINE)
+def grad_row(delta, rows, vals, a, e, g, first):
+    """g = x[:, k] @ delta over the rows rows[a:e] with their values x[i, k] in
+    vals[a:e] (only input k's non-zero rows need be given), summed in that
+    order; unless `first`, added to g, in the same order again, so that a sum
+    given in several parts is the same to the bit as in one.  The sums of a tile
+    of columns stay in registers: eight vectors (a 128-wide row in AVX-512
+    registers) while they fit, which ran 1.7 times faster than two passes of
+    four; then four; then one vector at a time."""
     n_out = delta.shape[1]
     j = 0
     while j + 2 * TILE * LANES <= n_out:
-        z = splat_like(delta, 0)
-        a0, a1, a2, a3, a4, a5, a6, a7 = z, z, z, z, z, z, z, z
+        if first:
+            z = splat_like(delta, 0)
+            a0, a1, a2, a3, a4, a5, a6, a7 = z, z, z, z, z, z, z, z
+        else:
+            a0, a1, a2, a3 = load(g, j), load(g, j + LANES), load(g, j + 2 * LANES), load(g, j + 3 * LANES)
+            a4, a5 = load(g, j + 4 * LANES), load(g, j + 5 * LANES)
+            a6, a7 = load(g, j + 6 * LANES), load(g, j + 7 * LANES)
         for t in range(a, e):
             s = vals[t]
             o = rows[t] * n_out + j
@@ -210,8 +183,11 @@ def grad_row(delta, rows, vals, a, e, g):
         store(g, j + 7 * LANES, a7)
         j += 2 * TILE * LANES
     while j + TILE * LANES <= n_out:
-        z = splat_like(delta, 0)
-        a0, a1, a2, a3 = z, z, z, z
+        if first:
+            z = splat_like(delta, 0)
+            a0, a1, a2, a3 = z, z, z, z
+        else:
+            a0, a1, a2, a3 = load(g, j), load(g, j + LANES), load(g, j + 2 * LANES), load(g, j + 3 * LANES)
         for t in range(a, e):
             s = vals[t]
             o = rows[t] * n_out + j
@@ -224,24 +200,16 @@ def grad_row(delta, rows, vals, a, e, g):
         store(g, j + 2 * LANES, a2)
         store(g, j + 3 * LANES, a3)
         j += TILE * LANES
-    while j < n_out:   # one vector at a time, the rows going round four sums (see forward_lanes)
+    while j < n_out:
         r = min(LANES, n_out - j)
-        z = splat_like(delta, 0)
-        a0, a1, a2, a3 = z, z, z, z
-        t = a
-        while t + 4 <= e:
-            a0 = a0 + vals[t] * load_first(delta, rows[t] * n_out + j, r)
-            a1 = a1 + vals[t + 1] * load_first(delta, rows[t + 1] * n_out + j, r)
-            a2 = a2 + vals[t + 2] * load_first(delta, rows[t + 2] * n_out + j, r)
-            a3 = a3 + vals[t + 3] * load_first(delta, rows[t + 3] * n_out + j, r)
-            t += 4
-        for u in range(t, e):
-            a0 = a0 + vals[u] * load_first(delta, rows[u] * n_out + j, r)
-        store_first(g, j, (a0 + a1) + (a2 + a3), r)
+        acc = splat_like(delta, 0) if first else load_first(g, j, r)
+        for t in range(a, e):
+            acc = acc + vals[t] * load_first(delta, rows[t] * n_out + j, r)
+        store_first(g, j, acc, r)
         j += LANES
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def dots4(delta, i, w, k0, k1, k2, k3):
     """delta[i] @ w[k] for four rows k of w at once, which share each load of delta[i]."""
     n_out = w.shape[1]
@@ -302,61 +270,6 @@ def input_grad(x, w, delta, dx, act):
 
 
 @njit(**JIT)
-def column_scratch(x, k0, k1):
-    """Scratch for column_lists over inputs k0:k1 of x."""
-    return (np.empty(x.shape, np.int32), np.empty(k1 - k0 + 1, np.int64),
-            np.empty(x.shape[0] * (k1 - k0), np.int64), np.empty(x.shape[0] * (k1 - k0), x.dtype))
-
-
-@njit(**JIT)
-def weight_grads(x, delta, gw, k0, k1):
-    """Rows k0:k1 of gw = x.T @ delta."""
-    cols, starts, rows, vals = column_scratch(x, k0, k1)
-    column_lists(x, k0, k1, cols, starts, rows, vals)
-    for k in range(k0, k1):
-        grad_row(delta, rows, vals, starts[k - k0], starts[k - k0 + 1], gw[k])
-
-
-@njit(**JIT)
-def dense_backward(x, w, delta, gw, gb, dx, want_dx, act):
-    """Gradients of one dense layer given delta = dLoss/d(pre-activation):
-    gw = x.T @ delta, gb = column sums of delta, and dx (through activation
-    act of the layer below, whose output x is) if want_dx."""
-    weight_grads(x, delta, gw, 0, x.shape[1])
-    bias_grad(delta, gb)
-    if want_dx:
-        input_grad(x, w, delta, dx, act)
-
-
-@njit(**JIT)
-def update_rows(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1):
-    """Rows k0:k1 of W: each one's gradient, then the optimizer's step on it.
-
-    Each gradient row is used while it is in L1 and never written out, so a
-    step streams W and its state once instead of also writing and re-reading
-    a gradient as large as W.  v/m/b (vw, mw, bw) are the layer's views of the
-    optimizer's state (see optimizer_update); plain says the recipe is plain
-    RMSProp (optim.Optimizer.is_plain_rmsprop), which has faster loops.
-    """
-    cols, starts, rows, vals = column_scratch(x, k0, k1)
-    column_lists(x, k0, k1, cols, starts, rows, vals)
-    g = np.empty(w.shape[1], np.float32)
-    for k in range(k0, k1):
-        a, e = starts[k - k0], starts[k - k0 + 1]
-        if plain and a == e:
-            # A pixel that is blank in the whole batch (42% of them, on
-            # average) has g = 0: plain RMSProp leaves W unchanged and only
-            # decays v.
-            rmsprop_decay(vw[k], p)
-            continue
-        grad_row(delta, rows, vals, a, e, g)
-        if plain:
-            rmsprop_update(w[k], g, vw[k], p, lr, bc2)
-        else:
-            optimizer_update(w[k], g, vw[k], mw[k], bw[k], p, lr, bc1, bc2)
-
-
-@njit(**JIT)
 def bias_update(b, delta, vb, mb, bb, p, plain, lr, bc1, bc2):
     """The bias's gradient (delta summed over the batch), then the optimizer's step on it."""
     g = np.empty(b.size, np.float32)
@@ -365,16 +278,6 @@ def bias_update(b, delta, vb, mb, bb, p, plain, lr, bc1, bc2):
         rmsprop_update(b, g, vb, p, lr, bc2)
     else:
         optimizer_update(b, g, vb, mb, bb, p, lr, bc1, bc2)
-
-
-@njit(**JIT)
-def dense_backward_update(x, w, b, delta, vw, vb, mw, mb, bw, bb, dx, want_dx, act, p, plain, lr, bc1, bc2):
-    """dense_backward fused with the optimizer step, one row of W at a time
-    (update_rows); dx comes first, from W before its update."""
-    if want_dx:
-        input_grad(x, w, delta, dx, act)
-    update_rows(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, 0, x.shape[1])
-    bias_update(b, delta, vb, mb, bb, p, plain, lr, bc1, bc2)
 
 
 @njit(**JIT)

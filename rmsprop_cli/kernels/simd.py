@@ -177,10 +177,11 @@ def total(typingctx, vec):
 @intrinsic
 def nonzero_lanes(typingctx, ary, index, base, out, count):
     """Write base + lane for every lane of ary's flat data[index:index + LANES] that is
-    not 0 (NaN counts as non-zero) to out[count:], in lane order; returns the new count.
+    not 0 (NaN counts as non-zero; ary is float or uint8) to out[count:], in lane order; returns the new count.
     All LANES slots from out[count] on are written (those past the new count with
     anything), so out needs room for them."""
-    vec = _vec_of(ary)
+    byte = isinstance(ary, types.Array) and ary.dtype == types.uint8 and ary.layout == "C"
+    vec = None if byte else _vec_of(ary)
     if not (isinstance(out, types.Array) and out.dtype == types.int32 and out.layout == "C"):
         raise TypeError(f"nonzero_lanes writes to a C-contiguous int32 array, got {out}")
 
@@ -188,8 +189,13 @@ def nonzero_lanes(typingctx, ary, index, base, out, count):
         i32 = ir.IntType(32)
         ivec, mvec = ir.VectorType(i32, LANES), ir.VectorType(ir.IntType(1), LANES)
         ptr = _addr(context, builder, sig, args)
-        values = builder.load(builder.bitcast(ptr, _llvm(vec).as_pointer()), align=ary.dtype.bitwidth // 8)
-        mask = builder.fcmp_unordered("!=", values, ir.Constant(_llvm(vec), [0.0] * LANES))
+        if byte:   # uint8 pixels
+            bvec = ir.VectorType(ir.IntType(8), LANES)
+            values = builder.load(builder.bitcast(ptr, bvec.as_pointer()), align=1)
+            mask = builder.icmp_unsigned("!=", values, ir.Constant(bvec, [0] * LANES))
+        else:
+            values = builder.load(builder.bitcast(ptr, _llvm(vec).as_pointer()), align=ary.dtype.bitwidth // 8)
+            mask = builder.fcmp_unordered("!=", values, ir.Constant(_llvm(vec), [0.0] * LANES))
         base = builder.trunc(context.cast(builder, args[2], sig.args[2], types.int64), i32)
         idx = builder.add(_splat(builder, base, ivec), ir.Constant(ivec, list(range(LANES))))
         count = context.cast(builder, args[4], sig.args[4], types.int64)
@@ -256,3 +262,19 @@ def store_first(typingctx, ary, index, value, n):
 
 def _suffix(vec):
     return "f32" if vec.dtype == types.float32 else "f64"
+
+
+@intrinsic
+def trailing_zeros(typingctx, word):
+    """The number of zero bits below the lowest set bit of a uint64 (64 for 0): one
+    instruction (tzcnt), where a loop over the bits would branch on each."""
+    if word != types.uint64:
+        return None
+
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i64, [i64, ir.IntType(1)]),
+                                            "llvm.cttz.i64")
+        return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
+
+    return types.int64(word), codegen

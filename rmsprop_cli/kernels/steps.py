@@ -10,7 +10,9 @@ from numba.np.unsafe.ndarray import to_fixed_tuple
 from ..activations import IDENTITY
 from ..config import JIT, JIT_PARALLEL
 from ..hyper import ACTIVATION, CLIP_NORM, N_HYPER
-from .cpu import bias_grad, bias_update, dense_forward, input_grad, load_row, softmax_xent, update_rows, weight_grads
+from .columns import add_row, clear_lists, forward_listed, grads_listed, update_dense, update_listed
+from .tiles import forward_rows, grads_rows, input_grad_rows
+from .cpu import activate_rows, bias_grad, bias_update, dense_forward, load_row, softmax_xent
 from .updates import update_whole
 from .math import ONE, ZERO, bias_corrections, learning_rate_at
 
@@ -53,21 +55,34 @@ def forward(theta, sizes, acts, rows, r0, r1, act):
 
 
 @njit(**JIT)
-def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_loss, r0, r1, scale, act):
-    """Rows r0:r1 of the batch that starts at order[lo], on their own: gather
-    them, run them forward through every layer, take their softmax loss
-    (row_loss[r]) and its gradient, and propagate that back to every layer's
-    delta, from the weights before this step's update.  Returns the correct
-    count.  The losses are kept per row so that the caller sums them in row
-    order: the batch's loss is then the same to the bit on any number of threads."""
+def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_vals, row_counts, counts, listed, values,
+               labels, row_loss, r0, r1, s, scale, act):
+    """Rows r0:r1 of the batch that starts at order[lo], share s of the batch's
+    rows, on their own: gather them, each with its list of non-zero pixels
+    (row_cols, row_vals, row_counts) and into the lists of each pixel
+    (kernels/columns.py), run them forward through every layer, take their softmax
+    loss (row_loss[r]) and its gradient, and propagate that back to every
+    layer's delta, from the weights before this step's update.  Returns the
+    correct count.  The losses are kept per row so that the caller sums them in
+    row order: the batch's loss is then the same to the bit on any number of
+    threads."""
     n_layers = sizes.size - 1
     rows = labels.size
-    x0 = act_view(acts, sizes, rows, 0)
+    clear_lists(counts, s, sizes[0])
     for r in range(r0, r1):
         src = order[lo + r]
-        load_row(images, src, x0[r])
+        row_counts[r] = add_row(images, src, r, counts, listed, values, s, rows, row_cols[r], row_vals[r])
         labels[r] = y[src]
-    forward(theta, sizes, acts, rows, r0, r1, act)
+    w, b = param_layer(theta, sizes, 0)
+    h = act_view(acts, sizes, rows, 1)
+    forward_listed(row_cols, row_vals, row_counts, r0, r1, w, b, h)
+    activate_rows(h, r0, r1, act if n_layers > 1 else IDENTITY)
+    for l in range(1, n_layers):
+        x = act_view(acts, sizes, rows, l)
+        w, b = param_layer(theta, sizes, l)
+        h = act_view(acts, sizes, rows, l + 1)
+        forward_rows(x[r0:r1], w, b, h[r0:r1])
+        activate_rows(h, r0, r1, act if l < n_layers - 1 else IDENTITY)
     z, delta = act_view(acts, sizes, rows, n_layers), act_view(deltas, sizes, rows, n_layers)
     correct = 0
     for r in range(r0, r1):
@@ -75,27 +90,38 @@ def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_los
         correct += c
     for l in range(n_layers - 1, 0, -1):
         w, _ = param_layer(theta, sizes, l)
-        input_grad(act_view(acts, sizes, rows, l)[r0:r1], w, act_view(deltas, sizes, rows, l + 1)[r0:r1],
-                   act_view(deltas, sizes, rows, l)[r0:r1], act)
+        input_grad_rows(act_view(acts, sizes, rows, l)[r0:r1], w, act_view(deltas, sizes, rows, l + 1)[r0:r1],
+                        act_view(deltas, sizes, rows, l)[r0:r1], act)
     return correct
 
 
 @njit(**JIT)
-def weight_rows(theta, sizes, acts, deltas, rows, m, state, grad, p, plain, lr, bc1, bc2, s, shards):
+def weight_rows(theta, sizes, acts, deltas, counts, listed, values, rows, m, batch_shards, state, grad, p, plain, lr,
+                bc1, bc2, s, shards):
     """Part s of `shards` of every layer's weight rows (biases aside): their
-    gradients from the m rows of the batch, then, unless the gradient norm is
-    clipped (which needs the whole gradient first: into grad instead), the
-    optimizer's step on them."""
+    gradients from the m rows of the batch (its pixels listed by batch_shards shares),
+    then, unless the gradient norm is clipped (which needs the whole gradient
+    first: into grad instead), the optimizer's step on them."""
     clip_norm = p[CLIP_NORM] > 0
     for l in range(sizes.size - 1):
-        x, delta = act_view(acts, sizes, rows, l)[:m], act_view(deltas, sizes, rows, l + 1)[:m]
+        delta = act_view(deltas, sizes, rows, l + 1)[:m]
+        x = act_view(acts, sizes, rows, l)[:m]
         w, _ = param_layer(theta, sizes, l)
         k0, k1 = share(w.shape[0], shards, s)
         if clip_norm:
-            weight_grads(x, delta, param_layer(grad, sizes, l)[0], k0, k1)
+            gw = param_layer(grad, sizes, l)[0]
+            if l == 0:
+                grads_listed(counts, listed, values, rows, batch_shards, delta, gw, k0, k1)
+            else:
+                grads_rows(x, delta, gw, k0, k1)
+            continue
+        vw, mw, bw = (param_layer(state[0], sizes, l)[0], param_layer(state[1], sizes, l)[0],
+                      param_layer(state[2], sizes, l)[0])
+        if l == 0:
+            update_listed(counts, listed, values, rows, batch_shards, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2,
+                          k0, k1)
         else:
-            update_rows(x, w, delta, param_layer(state[0], sizes, l)[0], param_layer(state[1], sizes, l)[0],
-                        param_layer(state[2], sizes, l)[0], p, plain, lr, bc1, bc2, k0, k1)
+            update_dense(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1)
 
 
 @njit(**JIT)
@@ -131,23 +157,26 @@ def share(n, shards, s):
 
 
 @njit(**JIT_PARALLEL)
-def batch_rows_threads(images, y, order, lo, m, theta, sizes, acts, deltas, labels, row_loss, scale, act, corrects):
+def batch_rows_threads(images, y, order, lo, m, theta, sizes, acts, deltas, row_cols, row_vals, row_counts, counts,
+                       listed, values, labels, row_loss, scale, act, corrects):
     shards = corrects.size
     for s in prange(shards):
         r0, r1 = share(m, shards, s)
-        corrects[s] = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_loss, r0, r1, scale,
-                                 act)
+        corrects[s] = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_vals, row_counts,
+                                 counts, listed, values, labels, row_loss, r0, r1, s, scale, act)
 
 
 @njit(**JIT_PARALLEL)
-def weight_rows_threads(theta, sizes, acts, deltas, rows, m, state, grad, p, plain, lr, bc1, bc2, shards):
+def weight_rows_threads(theta, sizes, acts, deltas, counts, listed, values, rows, m, state, grad, p, plain, lr, bc1,
+                        bc2, shards):
     for s in prange(shards):
-        weight_rows(theta, sizes, acts, deltas, rows, m, state, grad, p, plain, lr, bc1, bc2, s, shards)
+        weight_rows(theta, sizes, acts, deltas, counts, listed, values, rows, m, shards, state, grad, p, plain, lr,
+                    bc1, bc2, s, shards)
 
 
 @njit(**JIT)
 def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, state, grad, step0, hp, plain,
-                acts, deltas, labels, shards, loss0=0.0):
+                acts, deltas, row_cols, row_vals, row_counts, counts, listed, values, labels, shards, loss0=0.0):
     """Train on n_batches mini-batches taken from order[start:], in one call.
 
     state is (3, n_params): the optimizer's v, m and b (rows it does not use
@@ -156,7 +185,9 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
     update.  step0 is the number of updates made before this chunk (for the
     schedule and bias correction); hp is hyper.vector, in float64.  acts and deltas are flat buffers of
     batch_size rows of every layer (deltas block l+1 holds dLoss/d(pre-
-    activation) of layer l).
+    activation) of layer l); row_cols, row_vals, row_counts list each row's
+    non-zero pixels, and counts, listed, values each pixel's non-zero rows
+    (kernels/columns.py), with room for `shards` shares.
 
     shards is the number of threads each step is split across (two parallel
     regions, see above); 1 runs everything on this thread.  It changes no
@@ -187,14 +218,14 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
         bc1, bc2 = bias_corrections(hp, count + 1)
         scale = ONE / np.float32(m_rows)
         if shards > 1:
-            batch_rows_threads(images, y, order, lo, m_rows, theta, sizes, acts, deltas, labels, row_loss, scale,
-                               act, corrects)
+            batch_rows_threads(images, y, order, lo, m_rows, theta, sizes, acts, deltas, row_cols, row_vals,
+                               row_counts, counts, listed, values, labels, row_loss, scale, act, corrects)
             corr = 0
             for s in range(shards):
                 corr += corrects[s]
         else:
-            corr = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, labels, row_loss, 0, m_rows, scale,
-                              act)
+            corr = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_vals, row_counts,
+                              counts, listed, values, labels, row_loss, 0, m_rows, 0, scale, act)
         loss = 0.0
         for r in range(m_rows):
             loss += row_loss[r]
@@ -204,10 +235,11 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
         correct += corr
         seen += m_rows
         if shards > 1:
-            weight_rows_threads(theta, sizes, acts, deltas, rows, m_rows, state, grad, p, plain, lr, bc1, bc2,
-                                shards)
+            weight_rows_threads(theta, sizes, acts, deltas, counts, listed, values, rows, m_rows, state, grad, p, plain,
+                                lr, bc1, bc2, shards)
         else:
-            weight_rows(theta, sizes, acts, deltas, rows, m_rows, state, grad, p, plain, lr, bc1, bc2, 0, 1)
+            weight_rows(theta, sizes, acts, deltas, counts, listed, values, rows, m_rows, 1, state, grad, p, plain, lr,
+                        bc1, bc2, 0, 1)
         for l in range(n_layers):
             delta = act_view(deltas, sizes, rows, l + 1)[:m_rows]
             if clip_norm > 0:

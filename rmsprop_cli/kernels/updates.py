@@ -10,13 +10,13 @@ import numpy as np
 from numba import njit
 from numba.cpython.unsafe.tuple import tuple_setitem
 
-from ..config import JIT
+from ..config import JIT, JIT_INLINE
 from ..hyper import CENTERED, CLIP_NORM, CLIP_VALUE, KIND, MOMENTUM, WEIGHT_DECAY
 from ..optim import ADAGRAD, ADAM, LION, RMSPROP
 from .math import ONE, ZERO, adagrad, adam, bias_corrections, learning_rate_at, lion, rmsprop, sgd
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def optimizer_update(theta, grad, v, m, b, p, lr, bc1, bc2):
     """One step of the optimizer p describes over matching parameter, gradient
     and state arrays (v, m, b: see math.py).  lr is this step's learning rate,
@@ -51,7 +51,7 @@ def plain(p):
     return p
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def rmsprop_update(theta, grad, v, p, lr, bc2):
     """optimizer_update for plain RMSProp, which keeps only v: the same scalar
     update, with m and b and the options it lacks left out of the loop."""
@@ -60,7 +60,7 @@ def rmsprop_update(theta, grad, v, p, lr, bc2):
         theta[i], v[i], _, _ = rmsprop(theta[i], grad[i], v[i], ZERO, ZERO, q, lr, ONE, bc2)
 
 
-@njit(**JIT)
+@njit(**JIT_INLINE)
 def rmsprop_decay(v, p):
     """rmsprop_update where every gradient is 0: the same update, of which only
     v ← ρ·v (flushed) is left, since θ does not move."""
