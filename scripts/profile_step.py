@@ -112,7 +112,7 @@ def main():
     X, y, _, _ = fitting.split_validation(images, labels.astype(np.int64), recipe.val_split)
     rng = np.random.default_rng(0)
     theta = model.glorot_init(recipe.sizes, rng)
-    n_batches = -(-len(X) // recipe.batch_size)
+    n_batches = len(X) // recipe.batch_size   # whole batches: the kernel loops index order without a ragged end
     opt = Optimizer(recipe, n_batches)
     backend = make_backend("cpu", recipe.sizes, recipe.batch_size, opt, theta, opt.init(theta.size), X, y)
     backend.shards = 1

@@ -22,24 +22,28 @@ from .cpu import TILE, dense_forward, grad_row
 from .math import ZERO, activation_grad
 from .simd import LANES, load, load_first, splat_like, store, store_first, total
 
+# Units (rows of w) per chunk of the input gradient: 32 rows of a 1024-wide
+# layer are 128 KB, which stay in L2 while every row of the batch passes.
+UNITS = 32
+
 
 @njit(**JIT)
 def forward_rows(x, w, b, out):
     """out = x @ w + b (no activation), x (n, n_in), in tiles of four rows."""
     n = x.shape[0]
     n_out = w.shape[1]
-    i = 0
-    while i + 4 <= n:
-        j = 0
-        while j + TILE * LANES <= n_out:
-            forward_tile4(x, w, b, out, i, j)
-            j += TILE * LANES
-        while j < n_out:
-            forward_lanes4(x, w, b, out, i, j)
-            j += LANES
-        i += 4
-    if i < n:
-        dense_forward(x[i:], w, b, out[i:], 0)
+    fours = n - n % 4
+    j = 0
+    while j < n_out:   # columns outermost: their panel of w stays in L2 while every row passes
+        full = j + TILE * LANES <= n_out
+        for i in range(0, fours, 4):
+            if full:
+                forward_tile4(x, w, b, out, i, j)
+            else:
+                forward_lanes4(x, w, b, out, i, j)
+        j += TILE * LANES if full else LANES
+    if fours < n:
+        dense_forward(x[fours:], w, b, out[fours:], 0)
 
 
 @njit(**JIT)
@@ -94,19 +98,26 @@ def input_grad_rows(x, w, delta, dx, act):
     along delta's row kept as a vector of partial sums (added up once at the
     end, in a fixed order: the same bits on any number of threads)."""
     n, n_in = x.shape
-    i = 0
-    while i + 4 <= n:
-        k = 0
-        while k + 4 <= n_in:
-            dots_tile(x, w, delta, dx, act, i, k)
-            k += 4
-        for u in range(k, n_in):   # units left over: four rows of one unit (the same sums)
-            for r in range(4):
-                dx[i + r, u] = through(dot(delta, i + r, w, u), act, x[i + r, u])
-        i += 4
-    for r in range(i, n):
-        for u in range(n_in):
-            dx[r, u] = through(dot(delta, r, w, u), act, x[r, u])
+    n_out = w.shape[1]
+    if n_out < LANES:
+        # Fewer outputs than a vector (the logits): each dot product would be one
+        # short vector and a sum across it.  As the forward product of delta
+        # and w's transpose instead (small: n_out rows), four rows by a tile of
+        # units at a time, sums in registers.
+        wt = np.ascontiguousarray(w.T)
+        forward_rows(delta, wt, np.zeros(n_in, w.dtype), dx)
+        for i in range(n):
+            for u in range(n_in):
+                dx[i, u] = through(dx[i, u], act, x[i, u])
+        return
+    fours, units = n - n % 4, n_in - n_in % 4
+    for k0 in range(0, units, UNITS):   # a chunk of w's rows stays in L2 while every row passes
+        for i in range(0, fours, 4):
+            for k in range(k0, min(k0 + UNITS, units), 4):
+                dots_tile(x, w, delta, dx, act, i, k)
+    for i in range(n):   # what is left over: one row and one unit at a time (the same sums)
+        for u in range(units if i < fours else 0, n_in):
+            dx[i, u] = through(dot(delta, i, w, u), act, x[i, u])
 
 
 @njit(**JIT_INLINE)
