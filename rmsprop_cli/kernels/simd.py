@@ -278,3 +278,21 @@ def trailing_zeros(typingctx, word):
         return builder.call(fn, [args[0], ir.Constant(ir.IntType(1), 0)])
 
     return types.int64(word), codegen
+
+
+@intrinsic
+def prefetch(typingctx, ary, index):
+    """Ask for the cache line holding ary's flat element `index` (into all cache levels):
+    the next batch's images are fetched from memory while this batch computes."""
+    if not isinstance(ary, types.Array):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptr = builder.bitcast(_addr(context, builder, sig, args), ir.IntType(8).as_pointer())
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), [ptr.type, i32, i32, i32]),
+                                            "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(ary, index), codegen

@@ -99,11 +99,13 @@ def input_grad_rows(x, w, delta, dx, act):
     end, in a fixed order: the same bits on any number of threads)."""
     n, n_in = x.shape
     n_out = w.shape[1]
-    if n_out < LANES:
-        # Fewer outputs than a vector (the logits): each dot product would be one
-        # short vector and a sum across it.  As the forward product of delta
-        # and w's transpose instead (small: n_out rows), four rows by a tile of
-        # units at a time, sums in registers.
+    if n_out <= 4 * n:
+        # Short dot products (the logits, or a narrow layer at a batch of many
+        # rows): summing across each one's vector of partial sums would cost
+        # more than its multiply-adds (a 64-wide layer's input gradient ran at
+        # 15% of the peak).  As the forward product of delta and w's transpose
+        # instead, four rows by a tile of units at a time, sums in registers;
+        # transposing w costs less than the sums across vectors it saves.
         wt = np.ascontiguousarray(w.T)
         forward_rows(delta, wt, np.zeros(n_in, w.dtype), dx)
         for i in range(n):
