@@ -62,3 +62,23 @@ def test_grads_rows_is_the_row_by_row_gradient_to_the_bit(n, n_in, n_out, k0, k1
     assert np.isnan(tiled[:k0]).all() and np.isnan(tiled[k1:]).all()
     np.testing.assert_allclose(tiled[k0:k1], naive_dense_backward(x, np.zeros((n_in, n_out)), delta)[0][k0:k1],
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("n,n_in,n_out", SHAPES)
+@pytest.mark.parametrize("act", ["relu", "tanh"])
+def test_rows_in_any_split_give_the_same_bits(n, n_in, n_out, act):
+    """A training step's threads each take a share of the rows: every split (fours and leftovers
+    falling differently) must give the bits of one call over all rows."""
+    x, w, b, delta = _layer(n, n_in, n_out, 3, act)
+    kind = ACTIVATIONS[act].kind
+    out, dx = np.empty((n, n_out), np.float32), np.empty((n, n_in), np.float32)
+    T.forward_rows(x, w, b, out)
+    T.input_grad_rows(x, w, delta, dx, kind)
+    for cuts in ([1], [3, 5], [n // 2], [2, 7, 9]):
+        bounds = [0] + [c for c in cuts if 0 < c < n] + [n]
+        part_out, part_dx = np.empty_like(out), np.empty_like(dx)
+        for r0, r1 in zip(bounds, bounds[1:]):
+            T.forward_rows(x[r0:r1], w, b, part_out[r0:r1])
+            T.input_grad_rows(x[r0:r1], w, delta[r0:r1], part_dx[r0:r1], kind)
+        np.testing.assert_array_equal(part_out, out)
+        np.testing.assert_array_equal(part_dx, dx)

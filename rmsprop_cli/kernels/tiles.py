@@ -25,6 +25,8 @@ from .simd import LANES, load, load_first, splat_like, store, store_first, total
 # Units (rows of w) per chunk of the input gradient: 32 rows of a 1024-wide
 # layer are 128 KB, which stay in L2 while every row of the batch passes.
 UNITS = 32
+# Layers at most this wide take their input gradient through w's transpose (input_grad_rows).
+NARROW = 4 * LANES
 
 
 @njit(**JIT)
@@ -99,13 +101,15 @@ def input_grad_rows(x, w, delta, dx, act):
     end, in a fixed order: the same bits on any number of threads)."""
     n, n_in = x.shape
     n_out = w.shape[1]
-    if n_out <= 4 * n:
-        # Short dot products (the logits, or a narrow layer at a batch of many
-        # rows): summing across each one's vector of partial sums would cost
-        # more than its multiply-adds (a 64-wide layer's input gradient ran at
-        # 15% of the peak).  As the forward product of delta and w's transpose
-        # instead, four rows by a tile of units at a time, sums in registers;
-        # transposing w costs less than the sums across vectors it saves.
+    if n_out <= NARROW:
+        # Short dot products (the logits, a 64-wide layer): summing across each
+        # one's vector of partial sums would cost more than its multiply-adds (a
+        # 64-wide layer's input gradient ran at 15% of the peak at batch 256).
+        # As the forward product of delta and w's transpose instead, four rows
+        # by a tile of units at a time, sums in registers; transposing a narrow
+        # w costs less than the sums across vectors it saves.  The choice
+        # depends on the layer alone, never on how many rows a thread has, so
+        # that every thread count gives the same bits.
         wt = np.ascontiguousarray(w.T)
         forward_rows(delta, wt, np.zeros(n_in, w.dtype), dx)
         for i in range(n):
