@@ -30,7 +30,7 @@ from numba.extending import overload
 from ..config import JIT, JIT_INLINE
 from .cpu import INV_255, TILE, bias_grad, bias_update, grad_row, input_grad, nonzero_cols
 from .simd import LANES, load, load_first, store, store_first
-from .tiles import grad_units
+from .tiles import CHUNK, grads_chunk
 from .updates import optimizer_update, rmsprop_decay, rmsprop_update
 
 # Inputs per block of the first layer's forward pass: a block of w's rows times a
@@ -169,20 +169,14 @@ def update_listed(counts, listed, values, rows, shards, w, delta, vw, mw, bw, p,
 
 @njit(**JIT)
 def update_dense(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1):
-    """update_listed for a hidden layer's input x, every row taken: four rows of
-    W's gradient at a time in register tiles (tiles.grad_units), then each
-    row's step."""
-    g4 = np.empty((4, w.shape[1]), w.dtype)
-    rows = np.arange(x.shape[0]).astype(np.int32)
-    k = k0
-    while k + 4 <= k1:
-        grad_units(x, delta, k, g4)
-        for u in range(4):
-            step_row(w, g4[u], vw, mw, bw, k + u, p, plain, lr, bc1, bc2)
-        k += 4
-    for u in range(k, k1):
-        grad_row(delta, rows, x[:, u], 0, x.shape[0], g4[0], True)
-        step_row(w, g4[0], vw, mw, bw, u, p, plain, lr, bc1, bc2)
+    """update_listed for a hidden layer's input x, every row taken: a chunk of
+    W's gradient rows in register tiles (tiles.grads_chunk), then each row's step."""
+    g = np.empty((CHUNK, w.shape[1]), w.dtype)
+    for c0 in range(k0, k1, CHUNK):
+        c1 = min(c0 + CHUNK, k1)
+        grads_chunk(x, delta, c0, c1, g)
+        for k in range(c0, c1):
+            step_row(w, g[k - c0], vw, mw, bw, k, p, plain, lr, bc1, bc2)
 
 
 @njit(**JIT_INLINE)

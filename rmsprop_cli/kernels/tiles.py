@@ -25,6 +25,9 @@ from .simd import LANES, load, load_first, splat_like, store, store_first, total
 # Units (rows of w) per chunk of the input gradient: 32 rows of a 1024-wide
 # layer are 128 KB, which stay in L2 while every row of the batch passes.
 UNITS = 32
+# Units per chunk of a hidden layer's weight gradient (update_dense): their
+# gradient rows (256 KB at 1024 wide) are made together, then stepped.
+CHUNK = 64
 # Layers at most this wide take their input gradient through w's transpose (input_grad_rows).
 NARROW = 4 * LANES
 
@@ -175,18 +178,19 @@ def dots_tile(x, w, delta, dx, act, i, k):
 
 
 @njit(**JIT)
-def grad_units(x, delta, k, g4):
-    """Rows k:k + 4 of x.T @ delta into g4 (4, n_out): each column's sum over the
-    batch rows in ascending order (as cpu.grad_row), 16 sums in registers."""
+def grad_units(x, delta, k, j, g, o):
+    """Rows k:k + 4 of x.T @ delta, the columns of one tile from j (TILE vectors,
+    or one possibly short vector where fewer are left), into rows o:o + 4 of g:
+    each column's sum over the batch rows in ascending order (as cpu.grad_row),
+    16 sums in registers.  Returns the next tile's first column."""
     m, n_out = delta.shape
-    j = 0
-    while j + TILE * LANES <= n_out:
+    if j + TILE * LANES <= n_out:
         z = splat_like(delta, 0)
         a00, a01, a02, a03, a10, a11, a12, a13 = z, z, z, z, z, z, z, z
         a20, a21, a22, a23, a30, a31, a32, a33 = z, z, z, z, z, z, z, z
         for i in range(m):
-            o = i * n_out + j
-            d0, d1, d2, d3 = load(delta, o), load(delta, o + LANES), load(delta, o + 2 * LANES), load(delta, o + 3 * LANES)
+            q = i * n_out + j
+            d0, d1, d2, d3 = load(delta, q), load(delta, q + LANES), load(delta, q + 2 * LANES), load(delta, q + 3 * LANES)
             s = x[i, k]
             a00, a01, a02, a03 = a00 + s * d0, a01 + s * d1, a02 + s * d2, a03 + s * d3
             s = x[i, k + 1]
@@ -197,35 +201,46 @@ def grad_units(x, delta, k, g4):
             a30, a31, a32, a33 = a30 + s * d0, a31 + s * d1, a32 + s * d2, a33 + s * d3
         for u, (c0, c1, c2, c3) in enumerate(((a00, a01, a02, a03), (a10, a11, a12, a13), (a20, a21, a22, a23),
                                               (a30, a31, a32, a33))):
-            o = u * n_out + j
-            store(g4, o, c0)
-            store(g4, o + LANES, c1)
-            store(g4, o + 2 * LANES, c2)
-            store(g4, o + 3 * LANES, c3)
-        j += TILE * LANES
+            q = (o + u) * n_out + j
+            store(g, q, c0)
+            store(g, q + LANES, c1)
+            store(g, q + 2 * LANES, c2)
+            store(g, q + 3 * LANES, c3)
+        return j + TILE * LANES
+    r = min(LANES, n_out - j)
+    z = splat_like(delta, 0)
+    a0, a1, a2, a3 = z, z, z, z
+    for i in range(m):
+        d = load_first(delta, i * n_out + j, r)
+        a0, a1, a2, a3 = a0 + x[i, k] * d, a1 + x[i, k + 1] * d, a2 + x[i, k + 2] * d, a3 + x[i, k + 3] * d
+    store_first(g, o * n_out + j, a0, r)
+    store_first(g, (o + 1) * n_out + j, a1, r)
+    store_first(g, (o + 2) * n_out + j, a2, r)
+    store_first(g, (o + 3) * n_out + j, a3, r)
+    return j + LANES
+
+
+@njit(**JIT)
+def grads_chunk(x, delta, k0, k1, g):
+    """Rows k0:k1 of x.T @ delta into g[:k1 - k0] (g has at least that many
+    rows), four at a time in register tiles.  Columns go outermost: a column
+    tile of delta (every batch row) then stays in L2 while all the chunk's
+    units pass, where unit by unit all of delta was read again for each four
+    (1 MB at 1024,1024/256, from L3)."""
+    n_out = delta.shape[1]
+    fours = k0 + (k1 - k0) // 4 * 4
+    j = 0
     while j < n_out:
-        r = min(LANES, n_out - j)
-        z = splat_like(delta, 0)
-        a0, a1, a2, a3 = z, z, z, z
-        for i in range(m):
-            d = load_first(delta, i * n_out + j, r)
-            a0, a1, a2, a3 = a0 + x[i, k] * d, a1 + x[i, k + 1] * d, a2 + x[i, k + 2] * d, a3 + x[i, k + 3] * d
-        store_first(g4, j, a0, r)
-        store_first(g4, n_out + j, a1, r)
-        store_first(g4, 2 * n_out + j, a2, r)
-        store_first(g4, 3 * n_out + j, a3, r)
-        j += LANES
+        nxt = j
+        for k in range(k0, fours, 4):
+            nxt = grad_units(x, delta, k, j, g, k - k0)
+        j = nxt if fours > k0 else n_out
+    rows = np.arange(x.shape[0]).astype(np.int32)
+    for u in range(fours, k1):
+        grad_row(delta, rows, x[:, u], 0, x.shape[0], g[u - k0], True)
 
 
 @njit(**JIT)
 def grads_rows(x, delta, gw, k0, k1):
-    """Rows k0:k1 of gw = x.T @ delta, four at a time."""
-    rows = np.arange(x.shape[0]).astype(np.int32)
-    g4 = np.empty((4, delta.shape[1]), delta.dtype)
-    k = k0
-    while k + 4 <= k1:
-        grad_units(x, delta, k, g4)
-        gw[k:k + 4] = g4
-        k += 4
-    for u in range(k, k1):
-        grad_row(delta, rows, x[:, u], 0, x.shape[0], gw[u], True)
+    """Rows k0:k1 of gw = x.T @ delta."""
+    grads_chunk(x, delta, k0, k1, gw[k0:k1])
