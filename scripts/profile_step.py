@@ -122,7 +122,7 @@ def main():
     for name, fn, work, unit in P.kernels(backend, order, n_batches):
         fn()
         seconds = best_of(fn, args.repeats)
-        rows.append({"kernel": name, "seconds": seconds, "work": work, "unit": unit, "rate": work / seconds / 1e9})
+        rows.append({"kernel": name, "seconds": seconds, "work": float(work), "unit": unit, "rate": float(work) / seconds / 1e9})
     step = best_of(lambda: backend.train_chunk(order, 0, n_batches), args.repeats)
     gflops, gbs = peaks(args.repeats, int(backend.state[0].size) * 2)
     print(f"{cpu_name()}; hidden {args.hidden}, batch {args.batch_size}; one thread; "
