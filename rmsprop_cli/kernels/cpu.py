@@ -1,20 +1,19 @@
-"""Numba CPU loops of the layers: dense forward and backward passes (fused
-with the optimizer step of kernels/updates.py) and softmax cross-entropy,
-around the scalar maths of kernels/math.py that the CUDA kernels
-(kernels/cuda.py, same names) share.  kernels/steps.py composes them into a
-training step.
+"""Numba CPU loops of the layers row by row: the dense forward pass and input
+gradient skipping zero inputs, a weight-gradient row from given rows, softmax
+cross-entropy, around the scalar maths of kernels/math.py that the CUDA kernels
+(kernels/cuda.py, same names) share.  Evaluation and prediction run on these;
+a training step also on kernels/columns.py (the first layer, from lists) and
+kernels/tiles.py (the hidden layers, in register tiles), which give the same
+bits.  kernels/steps.py composes them.
 
 Layout: activations are (batch, features), row-major; a weight matrix is
 (n_in, n_out), as Keras stores it, so row k of W (input k's fan-out) is
-contiguous and the inner loops run along it, where LLVM vectorises them.
+contiguous and the inner loops run along it, in vectors of simd.LANES floats.
 Every kernel is float32 end to end: scalars arrive as np.float32 and literals
 are np.float32, because one float64 literal promotes a whole loop to float64.
-Why hand-written loops and not BLAS (np.dot): MNIST's inputs are 81% zeros and
-these kernels skip them; on the first layer, which holds 90% of the
-arithmetic, an epoch's forward pass and weight gradient took 0.27-0.32 s here
-against 0.48-0.57 s through OpenBLAS (scripts/bench_blas.py, 1 and 2 BLAS
-threads).  No BLAS call runs during training, so no BLAS thread pool competes
-with Numba's for the cores.
+No BLAS call runs during training: MNIST's inputs are 81% zeros, which BLAS
+cannot skip, and no BLAS thread pool then competes with Numba's for the cores
+(README, "How it is fast").
 """
 
 import numpy as np
