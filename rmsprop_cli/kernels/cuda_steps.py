@@ -166,8 +166,8 @@ def batch_rows(images, order, buf, meta):
 @cuda.jit(**CUDA_DEVICE)
 def gradient(buf, meta, i, m):
     """Parameter i's gradient: x[r, k] * delta[r, j] summed over the m rows of the batch for
-    W[k, j], delta[r, j] for b[j], in row order (the CPU's loops take the rows that are not zero
-    four at a time: the two agree to rounding)."""
+    W[k, j], delta[r, j] for b[j], in row order, as the CPU's loops sum them (they skip the rows
+    where x is zero and fuse each product into its addition: the two agree to rounding)."""
     l = 0
     while l + 1 < meta[LAYERS] and param_at(meta, l + 1) <= meta[THETA] + i:
         l += 1
