@@ -28,9 +28,9 @@ from numba.core import types
 from numba.extending import overload
 
 from ..config import JIT, JIT_INLINE
-from .cpu import INV_255, TILE, bias_grad, bias_update, grad_row, input_grad, nonzero_cols
+from .cpu import INV_255, TILE, bias_grad, bias_update, grad_row, nonzero_cols
 from .simd import LANES, load, load_first, store, store_first
-from .tiles import CHUNK, grads_chunk
+from .tiles import CHUNK, grads_chunk, input_grad_rows
 from .updates import optimizer_update, rmsprop_decay, rmsprop_update
 
 # Inputs per block of the first layer's forward pass: a block of w's rows times a
@@ -232,7 +232,7 @@ def dense_backward(x, w, delta, gw, gb, dx, want_dx, act):
     weight_grads(x, delta, gw, 0, x.shape[1])
     bias_grad(delta, gb)
     if want_dx:
-        input_grad(x, w, delta, dx, act)
+        input_grad_rows(x, w, delta, dx, act)
 
 
 @njit(**JIT)
@@ -240,7 +240,7 @@ def dense_backward_update(x, w, b, delta, vw, vb, mw, mb, bw, bb, dx, want_dx, a
     """dense_backward fused with the optimizer step, one row of W at a time
     (update_listed); dx comes first, from W before its update."""
     if want_dx:
-        input_grad(x, w, delta, dx, act)
+        input_grad_rows(x, w, delta, dx, act)
     counts, listed, values, rows = columns_of(x)
     update_listed(counts, listed, values, rows, 1, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, 0, x.shape[1])
     bias_update(b, delta, vb, mb, bb, p, plain, lr, bc1, bc2)

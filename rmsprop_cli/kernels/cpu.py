@@ -1,6 +1,5 @@
-"""Numba CPU loops of the layers row by row: the dense forward pass and input
-gradient skipping zero inputs, a weight-gradient row from given rows, softmax
-cross-entropy, around the scalar maths of kernels/math.py that the CUDA kernels
+"""Numba CPU loops of the layers row by row: the dense forward pass skipping
+zero inputs, a weight-gradient row from given rows, softmax cross-entropy, around the scalar maths of kernels/math.py that the CUDA kernels
 (kernels/cuda.py, same names) share.  Evaluation and prediction run on these;
 a training step also on kernels/columns.py (the first layer, from lists) and
 kernels/tiles.py (the hidden layers, in register tiles), which give the same
@@ -21,7 +20,7 @@ from numba import njit
 
 from ..activations import IDENTITY, RELU
 from ..config import JIT, JIT_INLINE
-from .math import ZERO, activate, activation_grad, softmax_term
+from .math import ZERO, activate, softmax_term
 from .simd import LANES, load, load_first, nonzero_lanes, splat_like, store, store_first, total
 from .updates import optimizer_update, rmsprop_update
 
@@ -208,23 +207,6 @@ def grad_row(delta, rows, vals, a, e, g, first):
         j += LANES
 
 
-@njit(**JIT_INLINE)
-def dots4(delta, i, w, k0, k1, k2, k3):
-    """delta[i] @ w[k] for four rows k of w at once, which share each load of delta[i]."""
-    n_out = w.shape[1]
-    z = splat_like(delta, 0)
-    s0, s1, s2, s3 = z, z, z, z
-    di = i * n_out
-    for j in range(0, n_out, LANES):
-        r = n_out - j
-        d = load_first(delta, di + j, r)
-        s0 = s0 + d * load_first(w, k0 * n_out + j, r)
-        s1 = s1 + d * load_first(w, k1 * n_out + j, r)
-        s2 = s2 + d * load_first(w, k2 * n_out + j, r)
-        s3 = s3 + d * load_first(w, k3 * n_out + j, r)
-    return total(s0), total(s1), total(s2), total(s3)
-
-
 @njit(**JIT)
 def bias_grad(delta, g):
     """g = delta summed over the batch."""
@@ -233,39 +215,6 @@ def bias_grad(delta, g):
     for i in range(delta.shape[0]):
         for j in range(g.size):
             g[j] += delta[i, j]
-
-
-@njit(**JIT)
-def input_grad(x, w, delta, dx, act):
-    """dx = (delta @ w.T) times the activation's derivative at x, the previous
-    layer's output.
-
-    ReLU's derivative is 0 wherever its output is, so for ReLU only the active
-    units of each row get a dot product; the rest are zero.  Other activations
-    have a derivative everywhere (tanh's is 1 at an output of 0), so every
-    unit does.  Four units at a time share the loads of the delta row.
-    """
-    n, n_in = x.shape
-    units = np.arange(n_in).astype(np.int32)
-    for i in range(n):
-        count = nonzero_cols(x, i, 0, n_in, units) if act == RELU else n_in
-        for k in range(n_in):
-            dx[i, k] = ZERO
-        t = 0
-        while t < count:
-            # A short last group repeats its last unit: the same value written again.
-            k0, k1 = units[t], units[min(t + 1, count - 1)]
-            k2, k3 = units[min(t + 2, count - 1)], units[min(t + 3, count - 1)]
-            s0, s1, s2, s3 = dots4(delta, i, w, k0, k1, k2, k3)
-            # ReLU's derivative is 1 on every active unit: its specialisation skips the product.
-            if act == RELU:
-                dx[i, k0], dx[i, k1], dx[i, k2], dx[i, k3] = s0, s1, s2, s3
-            else:
-                dx[i, k0] = s0 * activation_grad(act, x[i, k0])
-                dx[i, k1] = s1 * activation_grad(act, x[i, k1])
-                dx[i, k2] = s2 * activation_grad(act, x[i, k2])
-                dx[i, k3] = s3 * activation_grad(act, x[i, k3])
-            t += 4
 
 
 @njit(**JIT)
