@@ -14,6 +14,9 @@ resumed run) and 784-3000-3000-10 on all the data, it came within 2%:
   file, 3 (1 + k) P;
 - activation and delta buffers: a batch's rows for training, 512 rows per
   thread for evaluation, of every layer's width;
+- the lists of a training batch's pixels (kernels/columns.py): each row's
+  non-zero pixels, and each pixel's non-zero rows, share by share (counted as
+  if all were touched);
 - the images and labels held, and the interpreter with numpy and Numba (BASE,
   measured with a tiny network).
 """
@@ -41,9 +44,11 @@ def training_bytes(recipe, n_buffers: int, *, early_stopping: bool = False, thre
     rows = max(1, min(recipe.batch_size, recipe.n_train))
     threads = threads or os.cpu_count() or 1
     buffers = 2 * 4 * width * (rows + EVAL_ROWS * threads)
+    shares = max(1, min(threads, rows // 8))   # backends.cpu.n_shards: MIN_SHARD_ROWS rows a share at least
+    lists = 8 * recipe.n_inputs * rows + 8 * recipe.n_inputs * (shares + shares * -(-rows // shares))
     n = MNIST_IMAGES if recipe.limit is None else min(recipe.limit, MNIST_IMAGES)
     data = (recipe.n_inputs + 9) * (n + min(n, MNIST_TEST_IMAGES))  # uint8 pixels, uint8 and int64 labels
-    return BASE + held + saving + buffers + data
+    return BASE + held + saving + buffers + lists + data
 
 
 def _meminfo() -> int | None:

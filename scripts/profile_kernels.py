@@ -109,7 +109,7 @@ def kernels(backend, order, n_batches):
     nz = np.zeros(sizes.size - 1)
     for s in range(SAVED):
         K.batch_rows(backend.images, backend.y, order, s * rows, theta, sizes, acts[s], deltas[s], row_cols[s],
-                     row_vals[s], row_counts[s], counts[s], listed[s], values[s], labels[s], row_loss, 0, rows, 0,
+                     row_vals[s], row_counts[s], counts[s], listed[s], values[s], labels[s], row_loss, 0, rows, 0, 1,
                      np.float32(1.0 / rows), act)
         nz[0] += np.count_nonzero(backend.images[order[s * rows:(s + 1) * rows]])
         for l in range(1, sizes.size - 1):

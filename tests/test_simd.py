@@ -8,7 +8,7 @@ from numba import njit
 from rmsprop_cli.backends.cpu import column_buffers
 from rmsprop_cli.kernels import columns as CC
 from rmsprop_cli.kernels import cpu as C
-from rmsprop_cli.kernels.steps import share
+from rmsprop_cli.kernels.steps import list_stride, share
 from rmsprop_cli.kernels.simd import LANES, load, load_first, nonzero_lanes, splat_like, store, store_first, total
 
 
@@ -86,14 +86,15 @@ def test_lists_hold_each_inputs_nonzero_rows_in_order(n, n_in, shards, dtype):
     order = rng.permutation(n)
     sizes = np.array([n_in, 1])
     row_cols, row_vals, row_counts, counts, listed, values = column_buffers(sizes, n, shards)
+    stride = list_stride(n, shards)
     for s in range(shards):
         r0, r1 = share(n, shards, s)
         CC.clear_lists(counts, s, n_in)
         for r in range(r0, r1):
-            row_counts[r] = CC.add_row(x, order[r], r, counts, listed, values, s, n, row_cols[r], row_vals[r])
+            row_counts[r] = CC.add_row(x, order[r], r, counts, listed, values, s, stride, row_cols[r], row_vals[r])
     expected = x[order].astype(np.float32) / np.float32(255) if dtype == np.uint8 else x[order]
     for k in range(n_in):
-        q = [(s * n_in + k) * n + np.arange(counts[s * n_in + k]) for s in range(shards)]
+        q = [(s * n_in + k) * stride + np.arange(counts[s * n_in + k]) for s in range(shards)]
         q = np.concatenate(q).astype(np.int64)
         np.testing.assert_array_equal(listed[q], np.flatnonzero(expected[:, k]))
         np.testing.assert_array_equal(values[q], expected[expected[:, k] != 0, k])
@@ -105,7 +106,7 @@ def test_lists_hold_each_inputs_nonzero_rows_in_order(n, n_in, shards, dtype):
     for r in range(n):
         CC.add_row(x, order[r], r, *one[3:], 0, n, one[0][r], one[1][r])
     for k in range(n_in):
-        CC.listed_grad(delta, counts, listed, values, n_in, n, k, shards, g)
+        CC.listed_grad(delta, counts, listed, values, n_in, stride, k, shards, g)
         CC.listed_grad(delta, *one[3:], n_in, n, k, 1, g1)
         np.testing.assert_array_equal(g, g1)
         np.testing.assert_allclose(g, expected[:, k].astype(np.float64) @ delta, rtol=1e-5, atol=1e-6)

@@ -105,9 +105,9 @@ def column_buffers(sizes: np.ndarray, rows: int, shards: int):
     row_vals, row_counts), and each pixel's non-zero rows (counts, listed, values), with room
     for `shards` threads' shares."""
     n_in = int(sizes[0])
+    room = n_in * shards * max(1, -(-rows // shards))   # steps.list_stride: at most n_in * (rows + shards)
     return (np.zeros((rows, n_in), np.int32), aligned_zeros((rows, n_in)), np.zeros(rows, np.int64),
-            np.zeros(shards * n_in, np.int64), np.zeros(shards * n_in * rows, np.int32),
-            aligned_zeros(shards * n_in * rows))
+            np.zeros(shards * n_in, np.int64), np.zeros(room, np.int32), aligned_zeros(room))
 
 
 def pixels(images: np.ndarray, n_pixels: int) -> np.ndarray:
@@ -190,10 +190,10 @@ class CpuBackend:
         return float(loss), int(correct), int(seen), -1
 
     def room_for(self, shards: int) -> None:
-        """Column masks for `shards` shares of a batch (each share writes its own)."""
-        rows = len(self.train_bufs[2])
-        if self.columns[3].size < shards * int(self.sizes[0]):
-            self.columns = column_buffers(self.sizes, rows, shards)
+        """Pixel lists with room for `shards` shares of a batch (each share writes its own)."""
+        rows, n_in = len(self.train_bufs[2]), int(self.sizes[0])
+        if self.columns[3].size < shards * n_in or self.columns[4].size < n_in * shards * max(1, -(-rows // shards)):
+            self.columns = column_buffers(self.sizes, rows, max(shards, self.columns[3].size // n_in))
 
     def evaluate(self, images, y):
         """On all threads; during training, when the thread policy has found

@@ -10,12 +10,14 @@ for in every row of the gradient.  A hidden layer's input is half zeros, and
 listing them cost more than the multiply-adds by zero (each of which leaves
 its sum unchanged), so its gradient takes every row.
 
-Layout, for a batch buffer of `rows` rows and up to `shards` threads' shares of
-them (steps.share; backends/cpu.py allocates the buffers):
+Layout, for a batch buffer of `rows` rows split into `shards` threads' shares
+(steps.share; backends/cpu.py allocates the buffers):
 - row_cols, row_vals (rows, n_in), row_counts (rows): each image's non-zero pixels;
 - counts (int64): per share, per pixel k, how many images are listed;
-- listed (int32) and values (float32): per share, per pixel k, room for `rows`
-  entries: the images (ascending) and x[image, k].
+- listed (int32) and values (float32): per share, per pixel k, room for a
+  share's rows (stride = ceil(rows / shards) entries: the buffers need no more
+  than a batch's worth however many threads share it): the images (ascending)
+  and x[image, k].
 Each thread lists only its share's images, into its share's own lists, so no
 two threads write one entry.  Reading pixel k's lists share by share visits
 its images in ascending order on any number of threads, so every sum is taken
@@ -59,7 +61,7 @@ def clear_lists(counts, s, n_in):
 
 
 @njit(**JIT_INLINE)
-def add_row(x, src, i, counts, listed, values, s, rows, cols, row_values):
+def add_row(x, src, i, counts, listed, values, s, stride, cols, row_values):
     """Row i of the batch, whose input is row src of x (pixel bytes, or floats in
     the tests), into share s's lists: each non-zero input k gets i and its
     value.  The row's own non-zero inputs are left in cols[:count] and their
@@ -72,8 +74,8 @@ def add_row(x, src, i, counts, listed, values, s, rows, cols, row_values):
         row_values[t] = v
         q = s * n_in + k
         c = counts[q]
-        listed[q * rows + c] = i
-        values[q * rows + c] = v
+        listed[q * stride + c] = i
+        values[q * stride + c] = v
         counts[q] = c + 1
     return count
 
@@ -127,12 +129,12 @@ def forward_listed(cols, vals, counts, r0, r1, w, b, out):
 
 
 @njit(**JIT_INLINE)
-def listed_grad(delta, counts, listed, values, n_in, rows, k, shards, g):
+def listed_grad(delta, counts, listed, values, n_in, stride, k, shards, g):
     """g = x[:, k] @ delta from input k's lists, share by share: its rows in
     ascending order, one sum per column, whatever the number of shares."""
     for s in range(shards):
         q = s * n_in + k
-        grad_row(delta, listed, values, q * rows, q * rows + counts[q], g, s == 0)
+        grad_row(delta, listed, values, q * stride, q * stride + counts[q], g, s == 0)
 
 
 @njit(**JIT_INLINE)
@@ -145,9 +147,10 @@ def step_row(w, g, vw, mw, bw, k, p, plain, lr, bc1, bc2):
 
 
 @njit(**JIT)
-def update_listed(counts, listed, values, rows, shards, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1):
+def update_listed(counts, listed, values, stride, shards, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1):
     """Rows k0:k1 of W, whose input is listed (`shards` shares of a batch buffer
-    of `rows` rows): each row's gradient, then the optimizer's step on it.
+    whose lists are `stride` entries apart): each row's gradient, then the
+    optimizer's step on it.
 
     Each gradient row is used while it is in L1 and never written out, so a
     step streams W and its state once instead of also writing and re-reading
@@ -163,7 +166,7 @@ def update_listed(counts, listed, values, rows, shards, w, delta, vw, mw, bw, p,
             # has g = 0: plain RMSProp leaves W unchanged and only decays v.
             rmsprop_decay(vw[k], p)
             continue
-        listed_grad(delta, counts, listed, values, n_in, rows, k, shards, g)
+        listed_grad(delta, counts, listed, values, n_in, stride, k, shards, g)
         step_row(w, g, vw, mw, bw, k, p, plain, lr, bc1, bc2)
 
 
@@ -196,10 +199,10 @@ def any_listed(counts, n_in, k, shards):
 
 
 @njit(**JIT)
-def grads_listed(counts, listed, values, rows, shards, delta, gw, k0, k1):
+def grads_listed(counts, listed, values, stride, shards, delta, gw, k0, k1):
     """Rows k0:k1 of gw = x.T @ delta, from x's lists (as update_listed)."""
     for k in range(k0, k1):
-        listed_grad(delta, counts, listed, values, gw.shape[0], rows, k, shards, gw[k])
+        listed_grad(delta, counts, listed, values, gw.shape[0], stride, k, shards, gw[k])
 
 
 @njit(**JIT)

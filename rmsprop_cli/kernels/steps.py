@@ -57,9 +57,9 @@ def forward(theta, sizes, acts, rows, r0, r1, act):
 
 @njit(**JIT)
 def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_vals, row_counts, counts, listed, values,
-               labels, row_loss, r0, r1, s, scale, act):
-    """Rows r0:r1 of the batch that starts at order[lo], share s of the batch's
-    rows, on their own: gather them, each with its list of non-zero pixels
+               labels, row_loss, r0, r1, s, shards, scale, act):
+    """Rows r0:r1 of the batch that starts at order[lo], share s of `shards`
+    shares of the batch's rows, on their own: gather them, each with its list of non-zero pixels
     (row_cols, row_vals, row_counts) and into the lists of each pixel
     (kernels/columns.py), run them forward through every layer, take their softmax
     loss (row_loss[r]) and its gradient, and propagate that back to every
@@ -79,7 +79,8 @@ def batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_v
             prefetch(images, order[nxt] * images.shape[1] + q)
     for r in range(r0, r1):
         src = order[lo + r]
-        row_counts[r] = add_row(images, src, r, counts, listed, values, s, rows, row_cols[r], row_vals[r])
+        row_counts[r] = add_row(images, src, r, counts, listed, values, s, list_stride(rows, shards), row_cols[r],
+                                row_vals[r])
         labels[r] = y[src]
     w, b = param_layer(theta, sizes, 0)
     h = act_view(acts, sizes, rows, 1)
@@ -119,15 +120,15 @@ def weight_rows(theta, sizes, acts, deltas, counts, listed, values, rows, m, bat
         if clip_norm:
             gw = param_layer(grad, sizes, l)[0]
             if l == 0:
-                grads_listed(counts, listed, values, rows, batch_shards, delta, gw, k0, k1)
+                grads_listed(counts, listed, values, list_stride(rows, batch_shards), batch_shards, delta, gw, k0, k1)
             else:
                 grads_rows(x, delta, gw, k0, k1)
             continue
         vw, mw, bw = (param_layer(state[0], sizes, l)[0], param_layer(state[1], sizes, l)[0],
                       param_layer(state[2], sizes, l)[0])
         if l == 0:
-            update_listed(counts, listed, values, rows, batch_shards, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2,
-                          k0, k1)
+            update_listed(counts, listed, values, list_stride(rows, batch_shards), batch_shards, w, delta, vw, mw, bw,
+                          p, plain, lr, bc1, bc2, k0, k1)
         else:
             update_dense(x, w, delta, vw, mw, bw, p, plain, lr, bc1, bc2, k0, k1)
 
@@ -158,6 +159,14 @@ def finite(x):
 # parallel function is a parallel region of its own).
 
 @njit(**JIT)
+def list_stride(rows, shards):
+    """Entries between two pixels' lists of one share: the most rows a share of
+    a batch of `rows` rows can have (share's own split), so that a batch's lists
+    need n_in * (rows + shards) entries however many threads share it."""
+    return max(1, -(-rows // shards))
+
+
+@njit(**JIT)
 def share(n, shards, s):
     """Bounds (lo, hi) of part s when n items are split into `shards` contiguous parts."""
     per = -(-n // shards)
@@ -171,7 +180,7 @@ def batch_rows_threads(images, y, order, lo, m, theta, sizes, acts, deltas, row_
     for s in prange(shards):
         r0, r1 = share(m, shards, s)
         corrects[s] = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_vals, row_counts,
-                                 counts, listed, values, labels, row_loss, r0, r1, s, scale, act)
+                                 counts, listed, values, labels, row_loss, r0, r1, s, shards, scale, act)
 
 
 @njit(**JIT_PARALLEL)
@@ -233,7 +242,7 @@ def train_chunk(images, y, order, start, n_batches, batch_size, sizes, theta, st
                 corr += corrects[s]
         else:
             corr = batch_rows(images, y, order, lo, theta, sizes, acts, deltas, row_cols, row_vals, row_counts,
-                              counts, listed, values, labels, row_loss, 0, m_rows, 0, scale, act)
+                              counts, listed, values, labels, row_loss, 0, m_rows, 0, 1, scale, act)
         loss = 0.0
         for r in range(m_rows):
             loss += row_loss[r]
